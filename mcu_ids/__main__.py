@@ -1,0 +1,3 @@
+from mcu_ids.cli import main
+
+main()

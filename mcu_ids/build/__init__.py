@@ -1,0 +1,1 @@
+"""Board registry, template rendering and the boards' toolchains."""
