@@ -200,7 +200,7 @@ def check_native_support(model: TfliteModel) -> None:
             raise ModelError(
                 f"model tensor {tensor.name!r} is {tensor.dtype.lower()}; the native engine runs "
                 "int8 graphs (int8 activations and weights, int32 biases)",
-                hint="quantize fully to int8 with a representative dataset and TFLITE_BUILTINS_INT8",
+                hint="quantize to int8 with a representative dataset and TFLITE_BUILTINS_INT8",
             )
     for op in model.operators:
         for index in op.inputs + op.outputs:
