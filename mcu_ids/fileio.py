@@ -38,3 +38,14 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's content."""
     return sha256_bytes(Path(path).read_bytes())
+
+
+def save_arrays(path: Path, **arrays) -> Path:
+    """Save NumPy arrays as a compressed ``.npz``, atomically."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return write_atomic(path, buffer.getvalue())

@@ -1,0 +1,329 @@
+"""The ``mcu-ids`` command line: each subcommand calls one step of the pipeline."""
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from mcu_ids import __version__
+from mcu_ids.errors import McuIdsError
+from mcu_ids.workspace import DEFAULT_WORKDIR, Workspace
+
+log = logging.getLogger("mcu_ids")
+
+DEFAULT_BOARD = "qemu-f405"
+
+
+def _setup_logging(verbose: int, quiet: int) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(
+        level=max(logging.DEBUG, min(level, logging.CRITICAL)),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # TensorFlow's C++ and Python loggers are noisy at INFO; keep them at warnings unless -vv.
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if verbose < 2 else "0")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+
+
+class _Context:
+    def __init__(self, workdir: Path, progress: bool):
+        self.ws = Workspace(workdir)
+        self.progress = progress
+
+
+pass_ctx = click.make_pass_decorator(_Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_WORKDIR,
+    envvar="MCU_IDS_WORKDIR",
+    show_default=True,
+    help="Folder where each step keeps its results.",
+)
+@click.option("-v", "--verbose", count=True, help="More messages (repeat for more).")
+@click.option("-q", "--quiet", count=True, help="Fewer messages; no progress bars.")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(__version__, prog_name="mcu-ids")
+@click.pass_context
+def cli(ctx: click.Context, workdir: Path, verbose: int, quiet: int, debug: bool) -> None:
+    """Train, quantize, deploy and benchmark an intrusion detector on microcontrollers."""
+    _setup_logging(verbose, quiet)
+    ctx.obj = _Context(workdir, progress=quiet == 0 and sys.stderr.isatty())
+
+
+def _echo(summary) -> None:
+    from mcu_ids.pipeline import describe
+
+    click.echo(summary if isinstance(summary, str) else describe(summary))
+
+
+data_option = click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CICIoMT2024 folder (*_train.pcap.csv / *_test.pcap.csv). Default: synthetic rows.",
+)
+view_option = click.option(
+    "--view",
+    type=click.Choice(["19", "6", "2"]),
+    default="19",
+    show_default=True,
+    help="Labels: 19 classes, 6 categories, or benign/attack.",
+)
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+board_option = click.option(
+    "--board", default=DEFAULT_BOARD, show_default=True, help="Board name (`mcu-ids boards`)."
+)
+engine_option = click.option(
+    "--engine",
+    type=click.Choice(["native", "tflm"]),
+    default=None,
+    help="Inference engine; default: the board's default.",
+)
+port_option = click.option("--port", default=None, help="Serial port of the board.")
+
+
+@cli.command("data")
+@data_option
+@view_option
+@click.option("--dedupe", is_flag=True, help="Drop exact duplicate rows (counted).")
+@click.option(
+    "--synthetic-rows",
+    type=click.IntRange(min=10),
+    default=400,
+    show_default=True,
+    help="Rows per class when generating synthetic data.",
+)
+@seed_option
+@pass_ctx
+def data_cmd(ctx, data_dir, view, dedupe, synthetic_rows, seed):
+    """Read the dataset, split it, and fit the scaler on the training rows."""
+    from mcu_ids.pipeline import prepare_data
+
+    info = prepare_data(
+        ctx.ws,
+        data_dir,
+        view=view,
+        dedupe=dedupe,
+        seed=seed,
+        synthetic_rows=synthetic_rows,
+        progress=ctx.progress,
+    )
+    _echo(_data_summary(info))
+
+
+def _data_summary(info: dict) -> dict:
+    return {k: v for k, v in info.items() if k not in ("feature_names",)}
+
+
+@cli.command("train")
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--gamma",
+    type=click.FloatRange(min=0.0),
+    default=2.0,
+    show_default=True,
+    help="Focal loss focusing parameter.",
+)
+@click.option(
+    "--filters",
+    default="16,32",
+    show_default=True,
+    help="Filters of each separable convolution block.",
+)
+@seed_option
+@pass_ctx
+def train_cmd(ctx, epochs, batch_size, gamma, filters, seed):
+    """Train the separable 1D-CNN with focal loss and evaluate it."""
+    from mcu_ids.model.train import TrainSettings
+    from mcu_ids.pipeline import train
+
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, gamma=gamma, seed=seed)
+    summary = train(ctx.ws, settings, _parse_filters(filters), progress=ctx.progress)
+    click.echo((ctx.ws.model_dir / "metrics_float.md").read_text(encoding="utf-8"))
+    log.info("best epoch %d, %.0f rows/s", summary["best_epoch"], summary["rows_per_second"])
+
+
+def _parse_filters(text: str) -> tuple[int, ...]:
+    try:
+        filters = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        filters = ()
+    if not filters or any(f < 1 or f > 256 for f in filters):
+        raise click.BadParameter(f"{text!r}: give 1-256 filters per block, e.g. 16,32")
+    return filters
+
+
+@cli.command("quantize")
+@click.option("--calibration-rows", type=click.IntRange(min=10), default=1000, show_default=True)
+@seed_option
+@pass_ctx
+def quantize_cmd(ctx, calibration_rows, seed):
+    """Quantize to full int8 and compare float and int8 on the same test rows."""
+    from mcu_ids.pipeline import format_quantization, quantize
+
+    summary = quantize(ctx.ws, calibration_rows, seed=seed, progress=ctx.progress)
+    click.echo(format_quantization(summary))
+
+
+@cli.command("export")
+@pass_ctx
+def export_cmd(ctx):
+    """Generate the model's C sources (C array, config header, native engine, TFLM resolver)."""
+    from mcu_ids.pipeline import export
+
+    manifest = export(ctx.ws, progress=ctx.progress)
+    _echo({k: manifest[k] for k in ("model_sha256", "files")})
+
+
+@cli.command("boards")
+def boards_cmd():
+    """List the boards mcu-ids knows."""
+    from mcu_ids.build.boards import load_boards
+
+    rows = [("board", "chip", "clock MHz", "flash KiB", "RAM KiB", "engines", "runs as")]
+    for board in load_boards().values():
+        rows.append(
+            (
+                board.name,
+                board.chip,
+                f"{board.clock_hz / 1e6:g}",
+                str(board.flash_kib),
+                str(board.ram_kib),
+                ",".join(board.engines),
+                "emulated" if board.emulated else "hardware",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
+
+
+@cli.command("build")
+@board_option
+@engine_option
+@pass_ctx
+def build_cmd(ctx, board, engine):
+    """Generate and build the firmware for a board."""
+    from mcu_ids.devices import build_firmware
+
+    _echo(build_firmware(ctx.ws, board, engine))
+
+
+@cli.command("flash")
+@board_option
+@port_option
+@pass_ctx
+def flash_cmd(ctx, board, port):
+    """Put the built firmware on the board (emulated boards: start it) and print its port."""
+    from mcu_ids.devices import flash_firmware
+
+    result = flash_firmware(ctx.ws, board, port)
+    _echo(result)
+
+
+@cli.command("stop")
+@board_option
+@pass_ctx
+def stop_cmd(ctx, board):
+    """Stop an emulated board started by `mcu-ids flash`."""
+    from mcu_ids.devices import stop_device
+
+    _echo(stop_device(ctx.ws, board))
+
+
+@cli.command("bench")
+@board_option
+@port_option
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stream a stratified subset of this many rows (default: all test rows).",
+)
+@click.option("--baud", type=click.IntRange(min=300), default=None, help="Default: the board's.")
+@data_option
+@seed_option
+@pass_ctx
+def bench_cmd(ctx, board, port, limit, baud, data_dir, seed):
+    """Stream test rows to the device and report accuracy, agreement and latency."""
+    from mcu_ids.devices import bench_device
+
+    report = bench_device(
+        ctx.ws,
+        board,
+        port,
+        limit=limit,
+        baud=baud,
+        data_dir=data_dir,
+        seed=seed,
+        progress=ctx.progress,
+    )
+    click.echo(report)
+
+
+@cli.command("run")
+@board_option
+@engine_option
+@data_option
+@view_option
+@click.option("--dedupe", is_flag=True, help="Drop exact duplicate rows (counted).")
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Benchmark a stratified subset of this many test rows.",
+)
+@seed_option
+@pass_ctx
+def run_cmd(ctx, board, engine, data_dir, view, dedupe, epochs, limit, seed):
+    """All steps: data, train, quantize, export, build, flash, bench."""
+    from mcu_ids.devices import run_all
+
+    click.echo(
+        run_all(
+            ctx.ws,
+            board=board,
+            engine=engine,
+            data_dir=data_dir,
+            view=view,
+            dedupe=dedupe,
+            epochs=epochs,
+            limit=limit,
+            seed=seed,
+            progress=ctx.progress,
+        )
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning mcu-ids errors into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="mcu-ids", standalone_mode=False)
+    except McuIdsError as exc:
+        if debug:
+            raise
+        click.echo(f"mcu-ids: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("mcu-ids: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("mcu-ids: interrupted; results written so far are kept", err=True)
+        sys.exit(130)
