@@ -1,1 +1,1 @@
-"""data"""
+"""The CICIoMT2024 dataset: schema, label taxonomy, reader, feature scaler, synthetic generator."""

@@ -1,0 +1,657 @@
+"""Read a CICIoMT2024 CSV folder into float32 arrays, fast, with a per-file cache.
+
+Rules the reader applies (each one is counted in ``Dataset.stats``, never silent):
+
+- Files: every ``*.csv`` under the folder (sub-folders included) must be named
+  ``<class>[<n>]_<train|test>.pcap.csv``; other CSV names are an error. Numbered files of a class
+  merge. All files must use the same header variant (45 or 39 columns).
+- Splits: a class with both ``_train`` and ``_test`` rows keeps the dataset's split. A class with
+  rows of only one split is split 80/20 on its own, stratified, with ``seed`` (per class,
+  ``round(0.2 * rows)`` go to test). Then ``split`` is "dataset files" when every class came split,
+  "stratified 80/20, seed N" when none did, and names both when the folder mixes the two.
+- NaN: a row with any missing or NaN value is dropped and counted per file and in total.
+- +/-inf: kept in the arrays and counted per column; the scaler clips them.
+- Duplicated header rows inside a file are skipped and counted.
+- Text in a numeric column, or a line with the wrong number of fields, is a DataError naming the
+  file, the line and the column.
+- An empty file (0 bytes, not even a header) is a DataError: it is a broken copy. A file with a
+  header and no rows is read as zero rows, logged as a warning and listed in
+  ``stats["header_only_files"]``.
+- De-duplication (optional) removes rows whose features are bitwise identical (as float32) to an
+  earlier row of the same class: within train, within test, and test rows that occur in train.
+  Classes that are split with the seed are de-duplicated before the split, so no test row occurs
+  in train. Rows are found with a 64-bit hash and then compared in full, so a distinct row is
+  never dropped.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from tqdm import tqdm
+
+from mcu_ids.data import labels as taxonomy
+from mcu_ids.data.schema import columns_of, detect_variant, parse_header
+from mcu_ids.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "MCU_IDS_CACHE"
+# Bump when the cached arrays or their stats change meaning, so old cache entries are ignored.
+CACHE_FORMAT = 1
+SYNTHETIC_MARKER = "SYNTHETIC.txt"
+TEST_FRACTION = 0.2
+# Large enough to keep pyarrow's threads busy, small enough to bound the parser's working memory.
+BLOCK_SIZE_BYTES = 16 << 20
+NULL_TOKENS = ("", "NaN", "nan", "-NaN", "-nan", "NA", "N/A", "n/a", "NULL", "null")
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_MAX_NAMES_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset: raw float32 features and int64 labels indexing ``class_names``."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    variant: str
+    split: str
+    synthetic: bool
+    view: str
+    stats: dict = field(repr=False)
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns."""
+        return len(self.feature_names)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of labels present (the width of the model's output)."""
+        return len(self.class_names)
+
+
+@dataclass
+class _Part:
+    """The rows of one file after parsing (in memory or memory-mapped from the cache)."""
+
+    path: Path
+    class_name: str
+    split: str
+    x: np.ndarray
+    stats: dict
+
+
+def default_cache_dir() -> Path:
+    """Return the cache folder: ``$MCU_IDS_CACHE`` if set, else ``~/.cache/mcu-ids``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "mcu-ids"
+
+
+def find_dataset_files(folder: Path) -> list[tuple[Path, str, str]]:
+    """List ``(path, class_name, split)`` for every dataset CSV under ``folder``, in stable order.
+
+    Order: taxonomy class order, then train before test, then the file number.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(
+            f"dataset folder {str(folder)!r} does not exist or is not a folder",
+            hint="pass the folder that holds the CICIoMT2024 *.pcap.csv files",
+        )
+    csvs = sorted(p for p in folder.rglob("*.csv") if p.is_file())
+    if not csvs:
+        found = sorted(p.name for p in folder.iterdir())
+        shown = ", ".join(found[:_MAX_NAMES_SHOWN]) or "nothing"
+        if len(found) > _MAX_NAMES_SHOWN:
+            shown += f", ... ({len(found)} entries)"
+        raise DataError(
+            f"no CSV files in {str(folder)!r} (found: {shown}); "
+            f"expected files named {taxonomy.FILE_PATTERN}",
+            hint="point at the folder holding the dataset's CSV files, e.g. .../attacks/CSV",
+        )
+    entries = []
+    for path in csvs:
+        class_name, split = taxonomy.class_from_filename(path.name)
+        number = re.search(r"(\d*)_(?:train|test)\.pcap\.csv$", path.name).group(1)
+        order = (
+            taxonomy.CLASSES.index(class_name),
+            taxonomy.SPLITS.index(split),
+            int(number or 0),
+            str(path),
+        )
+        entries.append((order, path, class_name, split))
+    entries.sort(key=lambda entry: entry[0])
+    return [(path, class_name, split) for _, path, class_name, split in entries]
+
+
+def read_header(path: Path) -> list[str]:
+    """Return the column names of a CSV file's first line; an empty file is a DataError."""
+    with open(path, "rb") as handle:
+        first = handle.readline()
+    if not first.strip():
+        raise DataError(
+            f"{path.name}: the file is empty (no header line)",
+            hint="the copy is broken; restore it from the dataset archive or remove it",
+        )
+    return parse_header(first.decode("utf-8-sig", errors="replace"))
+
+
+def check_same_variant(variants: dict[Path, str]) -> str:
+    """Return the one header variant used by every file, or raise a DataError naming the files."""
+    by_variant: dict[str, list[str]] = {}
+    for path, variant in variants.items():
+        by_variant.setdefault(variant, []).append(path.name)
+    if len(by_variant) == 1:
+        return next(iter(by_variant))
+    described = "; ".join(
+        f"{variant} columns: {', '.join(names[:_MAX_NAMES_SHOWN])}"
+        + (f", ... ({len(names)} files)" if len(names) > _MAX_NAMES_SHOWN else "")
+        for variant, names in sorted(by_variant.items())
+    )
+    raise DataError(
+        f"the files mix header variants ({described})",
+        hint="load one revision of the dataset at a time; keep its files in their own folder",
+    )
+
+
+def _csv_options(header: list[str], columns: tuple[str, ...]):
+    read = pacsv.ReadOptions(
+        column_names=header, skip_rows=1, block_size=BLOCK_SIZE_BYTES, use_threads=True
+    )
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.float32() for name in columns},
+        include_columns=list(columns),
+        null_values=list(NULL_TOKENS),
+        strings_can_be_null=False,
+    )
+    return read, convert
+
+
+def _find_bad_line(path: Path, n_fields: int, column: int | None) -> tuple[int, int | None, str]:
+    """Scan a file for the first line pyarrow could not read; return (line, column, problem).
+
+    Only runs after pyarrow failed, so a plain scan is fast enough. ``column`` narrows the value
+    check to the column pyarrow named.
+    """
+    with open(path, "rb") as handle:
+        header = handle.readline().rstrip(b"\r\n")
+        for line_no, raw in enumerate(handle, start=2):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip() or line == header:
+                continue
+            fields = line.split(b",")
+            if len(fields) != n_fields:
+                return line_no, None, f"has {len(fields)} fields, expected {n_fields}"
+            checked = range(n_fields) if column is None else (column,)
+            for index in checked:
+                text = fields[index].decode("utf-8", errors="replace").strip()
+                if text in NULL_TOKENS:
+                    continue
+                try:
+                    float(text)
+                except ValueError:
+                    return line_no, index, f"holds {text!r}, which is not a number"
+    return 0, column, ""
+
+
+def _raise_unreadable(path: Path, header: list[str], error: pa.ArrowInvalid) -> None:
+    match = re.search(r"column #(\d+)", str(error))
+    column = int(match.group(1)) if match else None
+    line_no, index, problem = _find_bad_line(path, len(header), column)
+    if line_no:
+        where = f"line {line_no}" + (f", column {header[index]!r}" if index is not None else "")
+        raise DataError(
+            f"{path.name}: {where} {problem}",
+            hint="fix or delete that line; every value must be a number, NaN or inf",
+        ) from error
+    raise DataError(
+        f"{path.name}: cannot be read as CSV numbers ({error})",
+        hint="check the file for damaged lines; every value must be a number, NaN or inf",
+    ) from error
+
+
+def _without_header_rows(path: Path) -> tuple[bytes, int]:
+    """Return the file's bytes without repeated header lines after the first, and their count."""
+    data = path.read_bytes()
+    first_end = data.find(b"\n") + 1
+    header = data[:first_end].rstrip(b"\r\n")
+    pattern = re.compile(rb"^" + re.escape(header) + rb"[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
+    body, count = pattern.subn(b"", data[first_end:])
+    return data[:first_end] + body, count
+
+
+def _parse_table(path: Path, header: list[str], columns: tuple[str, ...]) -> tuple[pa.Table, int]:
+    """Parse a CSV file into a float32 table; return it and the number of header rows skipped."""
+    read, convert = _csv_options(header, columns)
+    try:
+        return pacsv.read_csv(path, read_options=read, convert_options=convert), 0
+    except pa.ArrowInvalid as first_error:
+        # The fast path failed; the file may repeat its header line, which is tolerated.
+        data, repeated = _without_header_rows(path)
+        if not repeated:
+            _raise_unreadable(path, header, first_error)
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(data), read_options=read, convert_options=convert
+            )
+        except pa.ArrowInvalid as error:
+            _raise_unreadable(path, header, error)
+        log.warning("%s: skipped %d repeated header row(s)", path.name, repeated)
+        return table, repeated
+
+
+def _table_to_array(table: pa.Table, columns: tuple[str, ...]) -> np.ndarray:
+    """Copy a float32 table into one C-ordered float32 array (no float64 on the way)."""
+    out = np.empty((table.num_rows, len(columns)), dtype=np.float32)
+    for index, name in enumerate(columns):
+        out[:, index] = table.column(name).to_numpy()
+    return out
+
+
+def read_feature_file(path: Path, variant: str) -> tuple[np.ndarray, dict]:
+    """Read one dataset CSV into a float32 array in the variant's column order, and its stats.
+
+    Rows with a NaN are dropped and counted; +/-inf values are kept and counted per column.
+    """
+    path = Path(path)
+    columns = columns_of(variant)
+    header = read_header(path)
+    table, header_rows = _parse_table(path, header, columns)
+    x = _table_to_array(table, columns)
+    del table
+    nan_rows = np.zeros(len(x), dtype=bool)
+    inf_values = {}
+    for index, name in enumerate(columns):
+        column = x[:, index]
+        nan_rows |= np.isnan(column)
+        positive = int(np.count_nonzero(np.isposinf(column)))
+        negative = int(np.count_nonzero(np.isneginf(column)))
+        if positive or negative:
+            inf_values[name] = {"+inf": positive, "-inf": negative}
+    dropped = int(np.count_nonzero(nan_rows))
+    if dropped:
+        x = x[~nan_rows]
+    stats = {
+        "rows_read": int(len(nan_rows)),
+        "nan_rows_dropped": dropped,
+        "header_rows_skipped": header_rows,
+        "inf_values": inf_values,
+    }
+    return x, stats
+
+
+def _cache_paths(path: Path, variant: str, cache_dir: Path) -> tuple[Path, Path]:
+    stat = path.stat()
+    key_text = f"{CACHE_FORMAT}\0{variant}\0{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    key = hashlib.sha256(key_text.encode("utf-8")).hexdigest()[:32]
+    return cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+
+
+def _save_cache(x: np.ndarray, stats: dict, npy: Path, meta: Path) -> None:
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", dir=npy.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, x, allow_pickle=False)
+        os.replace(tmp, npy)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The stats file is written last: an entry counts as present only when both files exist.
+    fd, tmp = tempfile.mkstemp(prefix=f".{meta.name}.", dir=meta.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(stats, handle)
+    os.replace(tmp, meta)
+
+
+def _load_cache(npy: Path, meta: Path) -> tuple[np.ndarray, dict] | None:
+    if not (npy.is_file() and meta.is_file()):
+        return None
+    try:
+        stats = json.loads(meta.read_text())
+        x = np.load(npy, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        log.warning("ignoring unreadable cache entry %s: %s", npy.name, error)
+        return None
+    return x, stats
+
+
+def _read_parts(files, variant, cache_dir, progress) -> tuple[list[_Part], dict]:
+    """Read every file (from the cache where it is current); return the parts and cache counts."""
+    total_bytes = sum(path.stat().st_size for path, _, _ in files)
+    cache = {"dir": str(cache_dir) if cache_dir else None, "hits": 0, "misses": 0}
+    parts = []
+    with tqdm(
+        total=total_bytes,
+        unit="B",
+        unit_scale=True,
+        desc="reading dataset",
+        file=sys.stderr,
+        disable=not progress,
+    ) as bar:
+        for path, class_name, split in files:
+            size = path.stat().st_size
+            entry = _cache_paths(path, variant, cache_dir) if cache_dir else None
+            loaded = _load_cache(*entry) if entry else None
+            if loaded is not None:
+                cache["hits"] += 1
+                x, stats = loaded
+            else:
+                x, stats = read_feature_file(path, variant)
+                if entry:
+                    cache["misses"] += 1
+                    _save_cache(x, stats, *entry)
+                    # Keep only the memory-mapped copy, so the parsed arrays of all files are
+                    # not resident at once while the final arrays are assembled.
+                    x = np.load(entry[0], mmap_mode="r", allow_pickle=False)
+            if stats["rows_read"] == 0:
+                log.warning("%s has a header and no rows; it adds nothing", path.name)
+            if stats["nan_rows_dropped"]:
+                log.info("%s: dropped %d row(s) with NaN", path.name, stats["nan_rows_dropped"])
+            parts.append(_Part(path, class_name, split, x, {"file": path.name, **stats}))
+            bar.update(size)
+    return parts, cache
+
+
+def _row_hashes(x: np.ndarray) -> np.ndarray:
+    """64-bit FNV-1a style hash of each row's float32 bit patterns."""
+    bits = x.view(np.uint32) if x.flags.c_contiguous else np.ascontiguousarray(x).view(np.uint32)
+    hashes = np.full(len(x), _FNV_OFFSET, dtype=np.uint64)
+    for index in range(bits.shape[1]):
+        hashes ^= bits[:, index].astype(np.uint64)
+        hashes *= _FNV_PRIME
+    return hashes
+
+
+class _Rows:
+    """The rows of several parts seen as one sequence, without concatenating them."""
+
+    def __init__(self, arrays: list[np.ndarray], n_features: int):
+        self.arrays = arrays
+        self.n_features = n_features
+        self.offsets = np.cumsum([0] + [len(a) for a in arrays])
+        self._hashes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """Gather rows by global index (any order) into a new array."""
+        out = np.empty((len(index), self.n_features), dtype=np.float32)
+        owner = np.searchsorted(self.offsets, index, side="right") - 1
+        for part in np.unique(owner):
+            mask = owner == part
+            out[mask] = self.arrays[part][index[mask] - self.offsets[part]]
+        return out
+
+    def hashes(self) -> np.ndarray:
+        """Row hashes of every row, in order (computed once)."""
+        if self._hashes is None:
+            pieces = [_row_hashes(a) for a in self.arrays]
+            self._hashes = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.uint64)
+        return self._hashes
+
+    def release(self) -> None:
+        """Drop the references to the part arrays so their memory can be returned."""
+        self.arrays = []
+        self._hashes = None
+
+    def copy_into(self, out: np.ndarray, index: np.ndarray) -> None:
+        """Write the rows at sorted global ``index`` into ``out`` (len(out) == len(index))."""
+        bounds = np.searchsorted(index, self.offsets)
+        for part, array in enumerate(self.arrays):
+            start, stop = bounds[part], bounds[part + 1]
+            if start == stop:
+                continue
+            local = index[start:stop] - self.offsets[part]
+            if len(local) == len(array):
+                out[start:stop] = array
+            else:
+                out[start:stop] = array[local]
+
+
+def _same_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.all(a.view(np.uint32) == b.view(np.uint32), axis=1)
+
+
+def _first_occurrences(rows: _Rows, index: np.ndarray) -> np.ndarray:
+    """Return the subset of sorted ``index`` whose rows did not occur earlier in ``index``."""
+    if len(index) == 0:
+        return index
+    hashes = rows.hashes()[index]
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    first_of = first[inverse]
+    candidates = np.nonzero(first_of != np.arange(len(index)))[0]
+    duplicate = np.zeros(len(index), dtype=bool)
+    if len(candidates):
+        same = _same_rows(rows.take(index[candidates]), rows.take(index[first_of[candidates]]))
+        duplicate[candidates[same]] = True
+    return index[~duplicate]
+
+
+def _not_in(rows: _Rows, index: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Return the subset of ``index`` whose rows do not occur among the ``reference`` rows."""
+    if len(index) == 0 or len(reference) == 0:
+        return index
+    all_hashes = rows.hashes()
+    ref_hashes, ref_first = np.unique(all_hashes[reference], return_index=True)
+    hashes = all_hashes[index]
+    slot = np.minimum(np.searchsorted(ref_hashes, hashes), len(ref_hashes) - 1)
+    candidates = np.nonzero(ref_hashes[slot] == hashes)[0]
+    present = np.zeros(len(index), dtype=bool)
+    if len(candidates):
+        matched = reference[ref_first[slot[candidates]]]
+        same = _same_rows(rows.take(index[candidates]), rows.take(matched))
+        present[candidates[same]] = True
+    return index[~present]
+
+
+def _stratified_split(n_rows: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n_rows)`` into sorted train and test indexes, ``round(20 %)`` to test."""
+    order = rng.permutation(n_rows)
+    n_test = int(round(TEST_FRACTION * n_rows))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+@dataclass
+class _Selection:
+    """Which rows of one class go to train and to test (sorted global indexes into its rows)."""
+
+    rows: _Rows
+    train: np.ndarray
+    test: np.ndarray
+    by_seed: bool
+    removed: dict
+
+
+def _select_class_rows(parts: list[_Part], n_features: int, dedupe: bool, rng) -> _Selection:
+    """Decide the train and test rows of one class (its parts in train-then-test order)."""
+    train_parts = [p for p in parts if p.split == "train"]
+    test_parts = [p for p in parts if p.split == "test"]
+    rows = _Rows([p.x for p in train_parts + test_parts], n_features)
+    n_train = sum(len(p.x) for p in train_parts)
+    n_test = sum(len(p.x) for p in test_parts)
+    removed = {"train": 0, "test": 0, "test_in_train": 0}
+    if n_train and n_test:
+        train = np.arange(n_train)
+        test = np.arange(n_train, n_train + n_test)
+        if dedupe:
+            kept_train = _first_occurrences(rows, train)
+            kept_test = _first_occurrences(rows, test)
+            unseen_test = _not_in(rows, kept_test, kept_train)
+            removed = {
+                "train": len(train) - len(kept_train),
+                "test": len(test) - len(kept_test),
+                "test_in_train": len(kept_test) - len(unseen_test),
+            }
+            train, test = kept_train, unseen_test
+        return _Selection(rows, train, test, False, removed)
+    pool = np.arange(len(rows))
+    if dedupe:
+        kept = _first_occurrences(rows, pool)
+        # Before the split the pool is one split; count its duplicates under that split's name.
+        removed["train" if n_train else "test"] = len(pool) - len(kept)
+        pool = kept
+    train_pos, test_pos = _stratified_split(len(pool), rng)
+    return _Selection(rows, pool[train_pos], pool[test_pos], True, removed)
+
+
+def _split_description(by_seed: list[str], given: list[str], seed: int) -> str:
+    if not by_seed:
+        return "dataset files"
+    if not given:
+        return f"stratified 80/20, seed {seed}"
+    return f"dataset files; stratified 80/20, seed {seed} for {len(by_seed)} classes"
+
+
+def _assemble(selections: dict[str, _Selection], label_of: dict, n_features: int):
+    """Build train and test x and y from the per-class selections, freeing each class's parts.
+
+    Returns ``(x_train, y_train, x_test, y_test)``; the parts' arrays are released class by class
+    so the peak memory stays near the size of the result.
+    """
+    sizes = {
+        which: sum(len(getattr(s, which)) for s in selections.values()) for which in taxonomy.SPLITS
+    }
+    x = {which: np.empty((n, n_features), dtype=np.float32) for which, n in sizes.items()}
+    y = {which: np.empty(n, dtype=np.int64) for which, n in sizes.items()}
+    position = dict.fromkeys(taxonomy.SPLITS, 0)
+    for class_name, selection in selections.items():
+        for which in taxonomy.SPLITS:
+            index = getattr(selection, which)
+            start, stop = position[which], position[which] + len(index)
+            selection.rows.copy_into(x[which][start:stop], index)
+            y[which][start:stop] = label_of[class_name]
+            position[which] = stop
+        selection.rows.release()
+    return x["train"], y["train"], x["test"], y["test"]
+
+
+def _summed_inf_counts(parts: list[_Part]) -> dict:
+    totals: dict[str, dict[str, int]] = {}
+    for part in parts:
+        for name, counts in part.stats["inf_values"].items():
+            entry = totals.setdefault(name, {"+inf": 0, "-inf": 0})
+            entry["+inf"] += counts["+inf"]
+            entry["-inf"] += counts["-inf"]
+    return totals
+
+
+def load_dataset(
+    folder,
+    *,
+    view: str = "19",
+    dedupe: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    cache_dir=None,
+    use_cache: bool = True,
+) -> Dataset:
+    """Load a CICIoMT2024 CSV folder into a Dataset (see the module docstring for the rules).
+
+    ``cache_dir`` defaults to ``default_cache_dir()``; each file's parsed array is cached there,
+    keyed by path, size and modification time. ``use_cache=False`` neither reads nor writes it.
+    """
+    folder = Path(folder)
+    view = taxonomy.check_view(view)
+    files = find_dataset_files(folder)
+    variants = {path: detect_variant(read_header(path), path.name) for path, _, _ in files}
+    variant = check_same_variant(variants)
+    columns = columns_of(variant)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    parts, cache_stats = _read_parts(files, variant, cache if use_cache else None, progress)
+
+    by_class: dict[str, list[_Part]] = {}
+    for part in parts:
+        if len(part.x):
+            by_class.setdefault(part.class_name, []).append(part)
+    if not by_class:
+        raise DataError(
+            f"the dataset files in {str(folder)!r} hold no rows",
+            hint="every file is header-only or had only NaN rows; restore the dataset files",
+        )
+    rng = np.random.default_rng(seed)
+    selections = {
+        name: _select_class_rows(class_parts, len(columns), dedupe, rng)
+        for name, class_parts in by_class.items()
+    }
+    by_seed = [name for name, s in selections.items() if s.by_seed]
+    given = [name for name, s in selections.items() if not s.by_seed]
+    if by_seed and given:
+        log.warning(
+            "classes without both _train and _test rows are split 80/20 with seed %d: %s",
+            seed,
+            ", ".join(by_seed),
+        )
+
+    class_names = tuple(taxonomy.labels_in_view(selections, view))
+    label_of = {name: class_names.index(taxonomy.view_label(name, view)) for name in selections}
+    for part in parts:
+        part.x = None  # the selections hold the arrays now; _assemble releases them class by class
+    x_train, y_train, x_test, y_test = _assemble(selections, label_of, len(columns))
+
+    rows_per_class = {
+        which: {name: len(getattr(s, which)) for name, s in selections.items()}
+        for which in taxonomy.SPLITS
+    }
+    rows_per_label = {
+        which: {name: int(np.count_nonzero(y == i)) for i, name in enumerate(class_names)}
+        for which, y in (("train", y_train), ("test", y_test))
+    }
+    stats = {
+        "folder": str(folder),
+        "variant": variant,
+        "view": view,
+        "files_read": len(parts),
+        "bytes_read": sum(p.path.stat().st_size for p in parts),
+        "files": [dict(p.stats, **{"class": p.class_name, "split": p.split}) for p in parts],
+        "header_only_files": [p.path.name for p in parts if p.stats["rows_read"] == 0],
+        "rows_read": sum(p.stats["rows_read"] for p in parts),
+        "nan_rows_dropped": sum(p.stats["nan_rows_dropped"] for p in parts),
+        "header_rows_skipped": sum(p.stats["header_rows_skipped"] for p in parts),
+        "inf_values": _summed_inf_counts(parts),
+        "dedupe": dedupe,
+        "duplicates_removed": {
+            key: sum(s.removed[key] for s in selections.values())
+            for key in ("train", "test", "test_in_train")
+        },
+        "split": _split_description(by_seed, given, seed),
+        "seed": seed,
+        "classes_split_by_seed": by_seed,
+        "rows_per_class": rows_per_class,
+        "rows_per_label": rows_per_label,
+        "rows": {"train": len(y_train), "test": len(y_test)},
+        "cache": cache_stats,
+        "synthetic": (folder / SYNTHETIC_MARKER).is_file(),
+    }
+    del parts, by_class, selections
+    return Dataset(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        feature_names=columns,
+        class_names=class_names,
+        variant=variant,
+        split=stats["split"],
+        synthetic=stats["synthetic"],
+        view=view,
+        stats=stats,
+    )
