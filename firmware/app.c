@@ -1,0 +1,219 @@
+/*
+ * The main loop and message handlers. Uses only platform.h and engine.h, so the same file runs on
+ * the host, under QEMU, on STM32 and on ESP32.
+ */
+#include "app.h"
+
+#include <string.h>
+
+#include "engine.h"
+#include "model_config.h"
+#include "platform.h"
+#include "protocol.h"
+
+#ifndef MCU_IDS_FIRMWARE_VERSION
+#define MCU_IDS_FIRMWARE_VERSION "0.1.0"
+#endif
+
+/*
+ * Silence on the line for this long ends a partial frame (reported as truncated). A full frame
+ * takes 23 ms at 115200 baud; USB serial adapters pause up to about 16 ms between packets.
+ */
+#define APP_FRAME_GAP_MS 100u
+#define APP_READ_CHUNK 64u
+
+#if MCU_IDS_N_FEATURES > PROTO_MAX_PAYLOAD
+#error "the model has more input features than one frame can carry"
+#endif
+#if MCU_IDS_N_CLASSES + PROTO_RESULT_OUTPUT_OFFSET > PROTO_MAX_PAYLOAD
+#error "the model has more classes than one frame can carry"
+#endif
+
+struct app_state {
+    struct proto_parser parser;
+    uint8_t tx[PROTO_MAX_FRAME];
+    int engine_status;
+    uint32_t start_ticks;
+    uint32_t boot_id;
+};
+
+static struct app_state app;
+
+static uint32_t float_bits(float value)
+{
+    uint32_t bits;
+
+    memcpy(&bits, &value, sizeof bits);
+    return bits;
+}
+
+/* A 32-bit mixing function (the MurmurHash3 finaliser): nearby tick counts give unrelated ids. */
+static uint32_t mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x85EBCA6Bu;
+    x ^= x >> 13;
+    x *= 0xC2B2AE35u;
+    x ^= x >> 16;
+    return x;
+}
+
+/*
+ * The boot id lets the host notice a device reset. Boards have no common source of entropy, so it
+ * mixes the ticks at start-up with the ticks when the first HELLO arrives, which depends on when
+ * the host connected; it is fixed from then on until the next reset.
+ */
+static uint32_t app_boot_id(void)
+{
+    if (app.boot_id == 0) {
+        app.boot_id = mix32(app.start_ticks ^ mix32(platform_ticks()));
+        if (app.boot_id == 0) {
+            app.boot_id = 1;
+        }
+    }
+    return app.boot_id;
+}
+
+static void app_send(uint8_t type, uint16_t seq, const uint8_t *payload, size_t len)
+{
+    size_t size = proto_encode(app.tx, sizeof app.tx, type, seq, payload, len);
+
+    if (size > 0) {
+        platform_write(app.tx, size);
+    }
+}
+
+static void app_send_error(uint8_t code, uint8_t type, uint16_t seq, int32_t detail)
+{
+    uint8_t payload[PROTO_ERROR_SIZE];
+
+    payload[0] = code;
+    payload[1] = type;
+    proto_put_u16(payload + 2, seq);
+    proto_put_u32(payload + 4, (uint32_t)detail);
+    app_send(PROTO_ERROR, seq, payload, sizeof payload);
+}
+
+static size_t put_text(uint8_t *dst, const char *text, size_t max_len)
+{
+    size_t len = text ? strlen(text) : 0;
+
+    if (len > max_len) {
+        len = max_len;
+    }
+    dst[0] = (uint8_t)len;
+    if (len > 0) {
+        memcpy(dst + 1, text, len);
+    }
+    return len + 1;
+}
+
+static void app_hello(uint16_t seq)
+{
+    uint8_t payload[PROTO_MAX_PAYLOAD];
+    size_t pos = PROTO_HELLO_FIXED_SIZE;
+
+    memset(payload, 0, PROTO_HELLO_FIXED_SIZE);
+    payload[0] = PROTO_VERSION;
+    payload[1] = 0; /* flags, none defined yet */
+    proto_put_u16(payload + 2, (uint16_t)MCU_IDS_N_FEATURES);
+    proto_put_u16(payload + 4, (uint16_t)MCU_IDS_N_CLASSES);
+    proto_put_u32(payload + 6, float_bits(MCU_IDS_INPUT_SCALE));
+    proto_put_u32(payload + 10, (uint32_t)(int32_t)MCU_IDS_INPUT_ZERO_POINT);
+    proto_put_u32(payload + 14, float_bits(MCU_IDS_OUTPUT_SCALE));
+    proto_put_u32(payload + 18, (uint32_t)(int32_t)MCU_IDS_OUTPUT_ZERO_POINT);
+    proto_put_u32(payload + 22, platform_cpu_hz());
+    proto_put_u32(payload + 26, platform_tick_hz());
+    proto_put_u32(payload + 30, app_boot_id());
+    proto_put_u32(payload + 34, (uint32_t)(int32_t)app.engine_status);
+    proto_put_u16(payload + 38, (uint16_t)PROTO_MAX_PAYLOAD);
+    pos += put_text(payload + pos, platform_board_name(), PROTO_MAX_TEXT);
+    pos += put_text(payload + pos, engine_name(), PROTO_MAX_TEXT);
+    pos += put_text(payload + pos, platform_tick_kind(), PROTO_MAX_TEXT);
+    pos += put_text(payload + pos, MCU_IDS_FIRMWARE_VERSION, PROTO_MAX_TEXT);
+    pos += put_text(payload + pos, MCU_IDS_MODEL_SHA256, PROTO_SHA256_HEX_LEN);
+    app_send(PROTO_HELLO_REPLY, seq, payload, pos);
+}
+
+static void app_infer(const struct proto_frame *frame)
+{
+    uint8_t payload[PROTO_RESULT_OUTPUT_OFFSET + MCU_IDS_N_CLASSES];
+    int8_t input[MCU_IDS_N_FEATURES];
+    uint32_t start;
+    uint32_t spent;
+    int status;
+
+    if (app.engine_status != 0) {
+        app_send_error(PROTO_ERR_ENGINE_INIT, frame->type, frame->seq, app.engine_status);
+        return;
+    }
+    if (frame->len != MCU_IDS_N_FEATURES) {
+        app_send_error(PROTO_ERR_INPUT_SIZE, frame->type, frame->seq, MCU_IDS_N_FEATURES);
+        return;
+    }
+    /* A private copy keeps the engine's input aligned and independent of the parser buffer. */
+    memcpy(input, frame->payload, sizeof input);
+    platform_marker(1);
+    start = platform_ticks();
+    status = engine_invoke(input, (int8_t *)(payload + PROTO_RESULT_OUTPUT_OFFSET));
+    spent = platform_ticks() - start;
+    platform_marker(0);
+    if (status != 0) {
+        app_send_error(PROTO_ERR_ENGINE, frame->type, frame->seq, status);
+        return;
+    }
+    proto_put_u32(payload, spent);
+    proto_put_u16(payload + 4, proto_crc16(frame->payload, frame->len));
+    app_send(PROTO_RESULT, frame->seq, payload, sizeof payload);
+}
+
+static void app_on_frame(void *ctx, const struct proto_frame *frame)
+{
+    (void)ctx;
+    switch (frame->type) {
+    case PROTO_HELLO:
+        app_hello(frame->seq);
+        break;
+    case PROTO_INFER:
+        app_infer(frame);
+        break;
+    default:
+        app_send_error(PROTO_ERR_UNKNOWN_TYPE, frame->type, frame->seq, frame->type);
+        break;
+    }
+}
+
+static void app_on_fault(void *ctx, uint8_t code, uint8_t type, uint16_t seq)
+{
+    (void)ctx;
+    app_send_error(code, type, seq, 0);
+}
+
+void app_init(void)
+{
+    memset(&app, 0, sizeof app);
+    app.start_ticks = platform_ticks();
+    app.engine_status = engine_init();
+    proto_parser_init(&app.parser, app_on_frame, app_on_fault, NULL);
+}
+
+void app_poll(void)
+{
+    uint8_t chunk[APP_READ_CHUNK];
+    size_t got = platform_read(chunk, sizeof chunk, APP_FRAME_GAP_MS);
+
+    if (got > 0) {
+        proto_parser_feed(&app.parser, chunk, got);
+    } else if (proto_parser_pending(&app.parser) > 0) {
+        proto_parser_flush(&app.parser);
+    }
+}
+
+void app_main(void)
+{
+    platform_init();
+    app_init();
+    for (;;) {
+        app_poll();
+    }
+}

@@ -1,0 +1,486 @@
+"""The host side of the serial protocol: frames, CRC, message codecs and the device link.
+
+The wire format is described in ``firmware/PROTOCOL.md``; ``firmware/protocol.c`` is the device
+side. Both parsers follow the same resynchronisation rule, so they agree on hostile input.
+"""
+
+import errno
+import logging
+import os
+import struct
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mcu_ids.errors import LinkError
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+SYNC = b"\xa5\x5a"
+HEADER_SIZE = 7
+CRC_SIZE = 2
+MAX_PAYLOAD = 256
+MAX_FRAME = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
+MAX_TEXT = 32
+SHA256_HEX_LEN = 64
+
+HELLO = 0x01
+INFER = 0x02
+HELLO_REPLY = 0x81
+RESULT = 0x82
+ERROR = 0xEE
+
+ERR_BAD_CRC = 1
+ERR_BAD_LENGTH = 2
+ERR_UNKNOWN_TYPE = 3
+ERR_INPUT_SIZE = 4
+ERR_ENGINE = 5
+ERR_TRUNCATED = 6
+ERR_ENGINE_INIT = 7
+
+ERROR_NAMES = {
+    ERR_BAD_CRC: "bad CRC",
+    ERR_BAD_LENGTH: "payload length over the limit",
+    ERR_UNKNOWN_TYPE: "unknown message type",
+    ERR_INPUT_SIZE: "wrong input size",
+    ERR_ENGINE: "engine failure",
+    ERR_TRUNCATED: "truncated frame",
+    ERR_ENGINE_INIT: "engine failed to initialise",
+}
+
+_CRC_POLY = 0x1021
+_CRC_INIT = 0xFFFF
+_HEADER = struct.Struct("<2sBHH")
+_HELLO_FIXED = struct.Struct("<BBHHIiIiIIIiH")
+_RESULT_FIXED = struct.Struct("<IH")
+_ERROR = struct.Struct("<BBHi")
+
+
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ _CRC_POLY) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes, crc: int = _CRC_INIT) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor)."""
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[(crc >> 8) ^ byte]
+    return crc
+
+
+def encode_frame(msg_type: int, seq: int, payload: bytes = b"") -> bytes:
+    """One frame: sync, type, seq, length, payload and the CRC over type..payload."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    body = _HEADER.pack(SYNC, msg_type, seq & 0xFFFF, len(payload))[2:] + bytes(payload)
+    return SYNC + body + struct.pack("<H", crc16(body))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame whose CRC checked."""
+
+    type: int
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A frame that was seen but could not be used (bad CRC, oversize length, truncated)."""
+
+    code: int
+    type: int
+    seq: int
+
+
+class FrameParser:
+    """Incremental parser; on a bad frame it drops one byte and rescans what it has buffered."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.skipped_bytes = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes held while waiting for the rest of a frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame | Fault]:
+        """Add received bytes; return the frames and faults they complete, in order."""
+        self._buf += data
+        return self._scan(draining=False)
+
+    def flush(self) -> list[Frame | Fault]:
+        """The line went quiet: report whatever is buffered as truncated and drop it."""
+        return self._scan(draining=True)
+
+    def _drop(self, count: int) -> None:
+        start = self._buf.find(SYNC[:1], count)
+        start = len(self._buf) if start < 0 else start
+        self.skipped_bytes += start - count
+        del self._buf[:start]
+
+    def _fault(self, code: int) -> Fault:
+        _sync, msg_type, seq, _len = _HEADER.unpack_from(self._buf)
+        self._drop(1)
+        return Fault(code, msg_type, seq)
+
+    def _scan(self, draining: bool) -> list[Frame | Fault]:
+        events: list[Frame | Fault] = []
+        buf = self._buf
+        while buf:
+            if buf[0] != SYNC[0] or (len(buf) >= 2 and buf[1] != SYNC[1]):
+                self.skipped_bytes += 1
+                self._drop(1)
+                continue
+            if len(buf) < HEADER_SIZE:
+                if not draining:
+                    break
+                self.skipped_bytes += len(buf)
+                self._drop(len(buf))
+                continue
+            _sync, msg_type, seq, length = _HEADER.unpack_from(buf)
+            if length > MAX_PAYLOAD:
+                events.append(self._fault(ERR_BAD_LENGTH))
+                continue
+            total = HEADER_SIZE + length + CRC_SIZE
+            if len(buf) < total:
+                if not draining:
+                    break
+                events.append(self._fault(ERR_TRUNCATED))
+                continue
+            (crc,) = struct.unpack_from("<H", buf, HEADER_SIZE + length)
+            if crc16(bytes(buf[2 : HEADER_SIZE + length])) != crc:
+                events.append(self._fault(ERR_BAD_CRC))
+                continue
+            events.append(Frame(msg_type, seq, bytes(buf[HEADER_SIZE : HEADER_SIZE + length])))
+            self._drop(total)
+        return events
+
+
+def _float_bits(value: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", value))[0]
+
+
+def _bits_float(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", bits))[0]
+
+
+def _pack_text(text: str, limit: int) -> bytes:
+    raw = text.encode("utf-8")[:limit]
+    return bytes([len(raw)]) + raw
+
+
+@dataclass(frozen=True)
+class Hello:
+    """What the device says about itself in its HELLO reply."""
+
+    protocol_version: int
+    n_features: int
+    n_classes: int
+    input_scale_bits: int
+    input_zero_point: int
+    output_scale_bits: int
+    output_zero_point: int
+    cpu_hz: int
+    tick_hz: int
+    boot_id: int
+    engine_status: int
+    max_payload: int
+    board: str
+    engine: str
+    tick_kind: str
+    firmware_version: str
+    model_sha256: str
+    flags: int = 0
+
+    @property
+    def input_scale(self) -> float:
+        return _bits_float(self.input_scale_bits)
+
+    @property
+    def output_scale(self) -> float:
+        return _bits_float(self.output_scale_bits)
+
+    def to_dict(self) -> dict:
+        """Every field plus the scales as floats, for reports."""
+        out = asdict(self)
+        out["input_scale"] = self.input_scale
+        out["output_scale"] = self.output_scale
+        return out
+
+    def encode(self) -> bytes:
+        """The HELLO reply payload (what the firmware sends)."""
+        fixed = _HELLO_FIXED.pack(
+            self.protocol_version,
+            self.flags,
+            self.n_features,
+            self.n_classes,
+            self.input_scale_bits,
+            self.input_zero_point,
+            self.output_scale_bits,
+            self.output_zero_point,
+            self.cpu_hz,
+            self.tick_hz,
+            self.boot_id,
+            self.engine_status,
+            self.max_payload,
+        )
+        texts = [self.board, self.engine, self.tick_kind, self.firmware_version]
+        return (
+            fixed
+            + b"".join(_pack_text(text, MAX_TEXT) for text in texts)
+            + _pack_text(self.model_sha256, SHA256_HEX_LEN)
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Hello":
+        """Parse a HELLO reply payload; raise LinkError if it is malformed."""
+        if len(payload) < _HELLO_FIXED.size:
+            raise LinkError(
+                f"the device's HELLO reply has {len(payload)} bytes, at least "
+                f"{_HELLO_FIXED.size} expected",
+                hint="the firmware speaks another protocol version; rebuild and flash it",
+            )
+        fields = list(_HELLO_FIXED.unpack_from(payload))
+        texts = []
+        pos = _HELLO_FIXED.size
+        for _ in range(5):
+            if pos >= len(payload) or pos + 1 + payload[pos] > len(payload):
+                raise LinkError(
+                    "the device's HELLO reply ends inside a text field",
+                    hint="the firmware speaks another protocol version; rebuild and flash it",
+                )
+            texts.append(payload[pos + 1 : pos + 1 + payload[pos]].decode("utf-8", "replace"))
+            pos += 1 + payload[pos]
+        (version, flags, n_features, n_classes, in_bits, in_zp, out_bits, out_zp) = fields[:8]
+        cpu_hz, tick_hz, boot_id, engine_status, max_payload = fields[8:]
+        return cls(
+            protocol_version=version,
+            n_features=n_features,
+            n_classes=n_classes,
+            input_scale_bits=in_bits,
+            input_zero_point=in_zp,
+            output_scale_bits=out_bits,
+            output_zero_point=out_zp,
+            cpu_hz=cpu_hz,
+            tick_hz=tick_hz,
+            boot_id=boot_id,
+            engine_status=engine_status,
+            max_payload=max_payload,
+            board=texts[0],
+            engine=texts[1],
+            tick_kind=texts[2],
+            firmware_version=texts[3],
+            model_sha256=texts[4],
+            flags=flags,
+        )
+
+
+def hello_for_model(*, input_scale: float, output_scale: float, **fields) -> Hello:
+    """A Hello built from float scales (their float32 bit patterns go on the wire)."""
+    return Hello(
+        input_scale_bits=_float_bits(input_scale),
+        output_scale_bits=_float_bits(output_scale),
+        **fields,
+    )
+
+
+@dataclass(frozen=True)
+class Result:
+    """One inference: device ticks in engine_invoke, CRC of the input it ran on, int8 outputs."""
+
+    ticks: int
+    input_crc: int
+    output: bytes
+
+    def output_int8(self) -> np.ndarray:
+        return np.frombuffer(self.output, dtype=np.int8)
+
+    def encode(self) -> bytes:
+        return _RESULT_FIXED.pack(self.ticks, self.input_crc) + self.output
+
+    @classmethod
+    def decode(cls, payload: bytes, n_classes: int) -> "Result":
+        """Parse a RESULT payload carrying ``n_classes`` outputs; raise LinkError otherwise."""
+        expected = _RESULT_FIXED.size + n_classes
+        if len(payload) != expected:
+            raise LinkError(
+                f"a RESULT of {len(payload)} bytes arrived, {expected} expected "
+                f"for {n_classes} classes",
+                hint="the firmware was built for another model; rebuild and flash it",
+            )
+        ticks, input_crc = _RESULT_FIXED.unpack_from(payload)
+        return cls(ticks, input_crc, bytes(payload[_RESULT_FIXED.size :]))
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """The device could not handle a frame: error code, the type and seq it answers, a detail."""
+
+    code: int
+    type: int
+    seq: int
+    detail: int = 0
+
+    @property
+    def name(self) -> str:
+        return ERROR_NAMES.get(self.code, f"error code {self.code}")
+
+    def encode(self) -> bytes:
+        return _ERROR.pack(self.code, self.type, self.seq, self.detail)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "ErrorReply":
+        if len(payload) != _ERROR.size:
+            raise LinkError(
+                f"an ERROR reply of {len(payload)} bytes arrived, {_ERROR.size} expected"
+            )
+        return cls(*_ERROR.unpack(payload))
+
+
+def encode_infer(seq: int, features: np.ndarray) -> bytes:
+    """An INFER frame carrying one int8 input vector."""
+    return encode_frame(INFER, seq, np.asarray(features, dtype=np.int8).tobytes())
+
+
+def encode_hello(seq: int) -> bytes:
+    """A HELLO request; its payload is the host's protocol version."""
+    return encode_frame(HELLO, seq, bytes([PROTOCOL_VERSION]))
+
+
+def _open_error(port: str, exc: Exception) -> LinkError:
+    code = getattr(exc, "errno", None)
+    if code in (errno.EACCES, errno.EPERM):
+        return LinkError(
+            f"permission denied opening serial port {port}",
+            hint="add your user to the 'dialout' group (then log in again), or check the "
+            "port's permissions",
+        )
+    if code in (errno.EBUSY, errno.EAGAIN) or "lock" in str(exc).lower():
+        return LinkError(
+            f"serial port {port} is busy: another program has it open",
+            hint="close the other program (a serial monitor, another mcu-ids run)",
+        )
+    if code == errno.ENOENT:
+        return _missing_port(port)
+    return LinkError(f"cannot open serial port {port}: {exc}", hint="check the port name")
+
+
+def _missing_port(port: str) -> LinkError:
+    return LinkError(
+        f"serial port {port} does not exist",
+        hint="check the cable and the port name (`ls /dev/tty*`); for the host board, "
+        "run `mcu-ids flash --board host` first",
+    )
+
+
+def open_serial(port: str, baud: int = 115200, *, exclusive: bool = True):
+    """Open a serial port in raw 8N1 with clear LinkErrors for the common failures."""
+    import serial
+
+    if "://" not in port and not os.path.exists(port):
+        raise _missing_port(port)
+    try:
+        handle = serial.serial_for_url(port, baudrate=baud, timeout=0, do_not_open=True)
+        if "://" not in port:
+            handle.exclusive = exclusive
+        handle.open()
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise _open_error(port, exc) from exc
+    handle.reset_input_buffer()
+    return handle
+
+
+class DeviceLink:
+    """Frames over an open serial port: sends requests, yields replies, assigns sequence numbers."""
+
+    def __init__(self, handle, port: str = "") -> None:
+        self.handle = handle
+        self.port = port or getattr(handle, "port", "") or ""
+        self.parser = FrameParser()
+        self._events: deque[Frame | Fault] = deque()
+        self._seq = 0
+
+    def __enter__(self) -> "DeviceLink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def next_seq(self) -> int:
+        """A fresh sequence number (wraps at 16 bits)."""
+        self._seq = (self._seq + 1) & 0xFFFF
+        return self._seq
+
+    def send(self, frame: bytes) -> None:
+        import serial
+
+        try:
+            self.handle.write(frame)
+            self.handle.flush()
+        except (serial.SerialException, OSError) as exc:
+            raise LinkError(
+                f"writing to {self.port} failed: {exc}",
+                hint="the device was unplugged or the port was closed",
+            ) from exc
+
+    def receive(self, timeout_s: float) -> Frame | Fault | None:
+        """The next frame or fault from the device, or None after ``timeout_s`` without one."""
+        import serial
+
+        deadline = time.monotonic() + timeout_s
+        while not self._events:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._events.extend(self.parser.flush())
+                break
+            try:
+                self.handle.timeout = remaining
+                data = self.handle.read(max(1, self.handle.in_waiting))
+            except (serial.SerialException, OSError) as exc:
+                raise LinkError(
+                    f"reading from {self.port} failed: {exc}",
+                    hint="the device was unplugged or reset",
+                ) from exc
+            self._events.extend(self.parser.feed(data))
+        return self._events.popleft() if self._events else None
+
+    def hello(self, timeout_s: float = 1.0, attempts: int = 3) -> Hello:
+        """Handshake: send HELLO until a matching reply arrives, or raise LinkError."""
+        for attempt in range(attempts):
+            seq = self.next_seq()
+            self.send(encode_hello(seq))
+            deadline = time.monotonic() + timeout_s
+            while (remaining := deadline - time.monotonic()) > 0:
+                event = self.receive(remaining)
+                if isinstance(event, Frame) and event.type == HELLO_REPLY and event.seq == seq:
+                    return Hello.decode(event.payload)
+                if event is not None:
+                    log.debug("ignoring %s while waiting for the HELLO reply", event)
+            log.info("no HELLO reply from %s (attempt %d of %d)", self.port, attempt + 1, attempts)
+        raise LinkError(
+            f"the device on {self.port} does not answer HELLO",
+            hint="check the port and baud rate, that the board is flashed with mcu-ids firmware, "
+            "and that it is not in bootloader mode (press reset)",
+        )
+
+
+def open_link(port: str, baud: int = 115200, *, exclusive: bool = True) -> DeviceLink:
+    """Open ``port`` and wrap it in a DeviceLink."""
+    return DeviceLink(open_serial(port, baud, exclusive=exclusive), port)

@@ -1,0 +1,251 @@
+"""The benchmark report: on-device metrics, agreement with the host reference, latency, figures."""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from mcu_ids.errors import McuIdsError
+from mcu_ids.fileio import write_atomic, write_json
+from mcu_ids.model.evaluate import classification_metrics, format_metrics_table, save_metrics
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+LATENCY_PNG = "latency.png"
+DEVICE_METRICS = "device_metrics"
+REFERENCE_METRICS = "reference_metrics"
+PERCENTILES = (50, 90, 99)
+HISTOGRAM_BINS = 50
+US_PER_S = 1e6
+MS_PER_S = 1e3
+
+TICK_KIND_MEANINGS = {
+    "ns": "nanoseconds of CLOCK_MONOTONIC on the host (wall time, includes scheduler noise)",
+    "cpu-cycles": "CPU cycles counted by the chip",
+    "emulated-instructions": "emulated instructions counted by QEMU -icount; microseconds assume "
+    "one instruction per cycle at the tick rate, not the timing of a real chip",
+}
+
+
+def load_results(out_dir: Path) -> list[dict]:
+    """Read ``results.jsonl`` back; a truncated last line (a run killed mid-write) is skipped."""
+    path = Path(out_dir) / RESULTS_FILE
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    results = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            results.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                log.warning("%s: dropping the unfinished last line %d", path, number)
+                break
+            raise McuIdsError(
+                f"{path} line {number} is not valid JSON: {exc.msg}",
+                hint="the file was edited or damaged; run the benchmark again",
+            ) from exc
+    return results
+
+
+def summarize(values) -> dict:
+    """Count, mean, min, max and the median/p90/p99 of a list of numbers (empty: count 0)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {"count": 0}
+    out = {
+        "count": int(values.size),
+        "mean": float(values.mean()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
+    for pct, value in zip(PERCENTILES, np.percentile(values, PERCENTILES), strict=True):
+        out["median" if pct == 50 else f"p{pct}"] = float(value)
+    return out
+
+
+def _agreement(results: list[dict]) -> dict:
+    n = len(results)
+    identical = sum(1 for r in results if r["identical"])
+    same_class = sum(1 for r in results if r["predicted"] == r["reference_predicted"])
+    diffs = [
+        int(np.max(np.abs(np.subtract(r["output"], r["reference"], dtype=np.int64))))
+        for r in results
+    ]
+    return {
+        "rows": n,
+        "identical_outputs": identical,
+        "identical_outputs_pct": 100.0 * identical / n if n else 0.0,
+        "same_predicted_class": same_class,
+        "same_predicted_class_pct": 100.0 * same_class / n if n else 0.0,
+        "max_abs_output_diff": max(diffs, default=0),
+    }
+
+
+def _latency(results: list[dict], handshake: dict) -> dict:
+    ticks = [r["ticks"] for r in results]
+    tick_hz = handshake.get("tick_hz") or 0
+    kind = handshake.get("tick_kind", "unknown")
+    device = {
+        "tick_kind": kind,
+        "tick_kind_meaning": TICK_KIND_MEANINGS.get(kind, kind),
+        "tick_hz": tick_hz,
+        "ticks": summarize(ticks),
+    }
+    if tick_hz:
+        device["us"] = summarize(np.asarray(ticks, dtype=np.float64) * (US_PER_S / tick_hz))
+    round_trip = summarize([r["round_trip_s"] * MS_PER_S for r in results])
+    return {"device": device, "round_trip_ms": round_trip}
+
+
+def _headline(metrics: dict) -> dict:
+    return {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["f1"]["macro"],
+        "weighted_f1": metrics["f1"]["weighted"],
+        "macro_recall": metrics["recall"]["macro"],
+    }
+
+
+def _save_latency_plot(latency: dict, results: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    device = latency["device"]
+    ticks = np.asarray([r["ticks"] for r in results], dtype=np.float64)
+    if device.get("tick_hz"):
+        values, unit = ticks * (US_PER_S / device["tick_hz"]), "µs"
+    else:
+        values, unit = ticks, "ticks"
+    round_trip = np.asarray([r["round_trip_s"] * MS_PER_S for r in results])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].hist(values, bins=HISTOGRAM_BINS, color="tab:blue")
+    axes[0].set_xlabel(f"device time in engine_invoke ({unit}, from {device['tick_kind']} ticks)")
+    axes[0].set_ylabel("rows")
+    axes[1].hist(round_trip, bins=HISTOGRAM_BINS, color="tab:orange")
+    axes[1].set_xlabel("host round trip (ms)")
+    for ax, summary in ((axes[0], summarize(values)), (axes[1], summarize(round_trip))):
+        ax.axvline(summary["median"], color="black", linestyle="--", linewidth=1)
+        ax.set_title(f"median {summary['median']:.3g}, p99 {summary['p99']:.3g}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _fmt_summary(summary: dict, digits: int = 1) -> str:
+    if not summary.get("count"):
+        return "n/a | n/a | n/a"
+    return " | ".join(f"{summary[key]:.{digits}f}" for key in ("median", "p90", "p99"))
+
+
+def _markdown(report: dict, device_table: str | None, reference_table: str | None) -> str:
+    hs = report["handshake"]
+    meta = report["meta"]
+    agreement = report["agreement"]
+    latency = report["latency"]
+    device = latency["device"]
+    lines = [
+        "# mcu-ids benchmark report",
+        "",
+        f"Board **{hs.get('board')}**, engine **{hs.get('engine')}**, firmware "
+        f"{hs.get('firmware_version')}, protocol {hs.get('protocol_version')}, CPU clock "
+        f"{hs.get('cpu_hz')} Hz, boot id {hs.get('boot_id', 0):08x}.",
+        f"Model sha256 `{hs.get('model_sha256')}`.",
+        f"Rows received: {report['rows']} of {meta.get('rows_requested', report['rows'])}"
+        + ("" if meta.get("complete", True) else " (**the run was stopped early**)")
+        + ".",
+        "",
+        "## Agreement with the host reference",
+        "",
+        f"- identical int8 outputs: {agreement['identical_outputs']} of {agreement['rows']} "
+        f"({agreement['identical_outputs_pct']:.2f} %)",
+        f"- same predicted class: {agreement['same_predicted_class']} of {agreement['rows']} "
+        f"({agreement['same_predicted_class_pct']:.2f} %)",
+        f"- largest difference of one output: {agreement['max_abs_output_diff']} LSB",
+        "",
+        "## Latency",
+        "",
+        f"Device ticks are {device['tick_kind_meaning']} (tick rate {device['tick_hz']} Hz); "
+        "the device times engine_invoke only.",
+        "",
+        "| measure | median | p90 | p99 |",
+        "|---|---:|---:|---:|",
+        f"| device ticks | {_fmt_summary(device['ticks'], 0)} |",
+    ]
+    if "us" in device:
+        lines.append(f"| device time (µs) | {_fmt_summary(device['us'], 2)} |")
+    lines += [
+        f"| host round trip (ms) | {_fmt_summary(latency['round_trip_ms'], 3)} |",
+        "",
+    ]
+    if report.get("files", {}).get("latency_plot"):
+        lines += [f"![latency]({LATENCY_PNG})", ""]
+    if device_table:
+        lines += ["## On-device classification", "", device_table]
+        lines += [f"Confusion matrix: `{DEVICE_METRICS}_confusion.csv`", ""]
+        lines += [f"![confusion matrix]({DEVICE_METRICS}_confusion.png)", ""]
+    if reference_table:
+        lines += ["## Host reference on the same rows", "", reference_table]
+    lines += ["## Run", "", "| key | value |", "|---|---|"]
+    for key, value in sorted(meta.items()):
+        lines.append(f"| {key} | {json.dumps(value) if isinstance(value, dict) else value} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_bench_report(
+    out_dir: Path, results: list[dict], *, handshake: dict, class_names: list[str], meta: dict
+) -> dict:
+    """Write ``report.json``, ``report.md``, metrics, confusion matrix and latency figure.
+
+    Works on any number of rows, including none (a run stopped before the first answer).
+    Returns the report as a dict.
+    """
+    out_dir = Path(out_dir)
+    report = {
+        "handshake": handshake,
+        "meta": meta,
+        "rows": len(results),
+        "agreement": _agreement(results),
+        "latency": _latency(results, handshake),
+        "files": {"results": RESULTS_FILE},
+    }
+    device_table = reference_table = None
+    if results:
+        labels = np.array([r["label"] for r in results])
+        device = classification_metrics(
+            labels, np.array([r["predicted"] for r in results]), class_names
+        )
+        reference = classification_metrics(
+            labels, np.array([r["reference_predicted"] for r in results]), class_names
+        )
+        save_metrics(device, out_dir, DEVICE_METRICS)
+        save_metrics(reference, out_dir, REFERENCE_METRICS)
+        report["device_metrics"] = _headline(device)
+        report["reference_metrics"] = _headline(reference)
+        report["files"].update(
+            device_metrics=f"{DEVICE_METRICS}.json",
+            confusion_csv=f"{DEVICE_METRICS}_confusion.csv",
+            confusion_png=f"{DEVICE_METRICS}_confusion.png",
+            reference_metrics=f"{REFERENCE_METRICS}.json",
+            latency_plot=LATENCY_PNG,
+        )
+        _save_latency_plot(report["latency"], results, out_dir / LATENCY_PNG)
+        device_table = format_metrics_table(device, "On the device")
+        reference_table = format_metrics_table(reference, "Host reference (golden int8 outputs)")
+    report["files"]["report_md"] = REPORT_MD
+    write_json(out_dir / REPORT_JSON, report)
+    write_atomic(out_dir / REPORT_MD, _markdown(report, device_table, reference_table))
+    log.info("benchmark report written to %s", out_dir / REPORT_MD)
+    return report
