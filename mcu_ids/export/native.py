@@ -32,7 +32,8 @@ ENGINE_HEADER = "engine_native.h"
 # Scratch offsets are aligned so that a later int32 tensor or a word-wise copy stays aligned.
 SCRATCH_ALIGN_BYTES = 4
 INT8_MIN, INT8_MAX = -128, 127
-ARRAY_VALUES_PER_LINE = 16
+# Initialiser rows are indented by 4 and end with a comma: 100-column lines at most.
+C_ROW_WIDTH = 95
 
 # Softmax, as TFLite Micro runs it for int8: differences are scaled into Q5.26 before exp().
 SOFTMAX_DIFF_INTEGER_BITS = 5
@@ -202,20 +203,50 @@ def _activation_inputs(model: TfliteModel, op: Operator) -> list[int]:
 
 
 def _place_in_scratch(storage: dict[int, _Storage]) -> int:
-    """Greedy placement: largest buffers first, each at the lowest offset free for its lifetime."""
-    buffers = {id(s): s for s in storage.values() if s.kind == "scratch"}.values()
-    placed: list[_Storage] = []
-    for buf in sorted(buffers, key=lambda s: (-s.size, s.first_op)):
-        live = [o for o in placed if o.first_op <= buf.last_op and buf.first_op <= o.last_op]
-        candidates = sorted({0, *(_align(o.end) for o in live)})
-        buf.offset = next(
-            start
-            for start in candidates
-            if all(start + buf.size <= o.offset or start >= o.end for o in live)
-        )
+    """Place scratch buffers at offsets; returns the bytes needed.
+
+    Greedy first-fit (each buffer at the lowest offset free during its lifetime) in a few
+    orders - largest first, as TFLite Micro's planner does, and by time of first or last use -
+    keeping the smallest layout.
+    """
+    buffers = list({id(s): s for s in storage.values() if s.kind == "scratch"}.values())
+    orders = (
+        lambda s: (-s.size, s.first_op),
+        lambda s: (s.first_op, -s.size),
+        lambda s: (-s.last_op, -s.size),
+    )
+    best = None
+    for order in orders:
+        layout = _first_fit(sorted(buffers, key=order))
+        if best is None or layout[0] < best[0]:
+            best = layout
+    total, offsets = best
+    for buf in buffers:
+        buf.offset = offsets[id(buf)]
         buf.end = buf.offset + buf.size
-        placed.append(buf)
-    return max((s.end for s in placed), default=0)
+    return total
+
+
+def _first_fit(buffers: list[_Storage]) -> tuple[int, dict[int, int]]:
+    placed: list[tuple[_Storage, int]] = []
+    for buf in buffers:
+        live = [
+            (other, start)
+            for other, start in placed
+            if other.first_op <= buf.last_op and buf.first_op <= other.last_op
+        ]
+        candidates = sorted({0, *(_align(start + other.size) for other, start in live)})
+        offset = next(
+            candidate
+            for candidate in candidates
+            if all(
+                candidate + buf.size <= start or candidate >= start + other.size
+                for other, start in live
+            )
+        )
+        placed.append((buf, offset))
+    total = max((start + buf.size for buf, start in placed), default=0)
+    return total, {id(buf): start for buf, start in placed}
 
 
 def _align(value: int) -> int:
@@ -378,10 +409,16 @@ def _add_array(plan: _Plan, op: Operator, role: str, ctype: str, values) -> str:
 
 
 def _c_rows(values: list[int]) -> list[str]:
-    return [
-        ", ".join(str(v) for v in values[start : start + ARRAY_VALUES_PER_LINE])
-        for start in range(0, len(values), ARRAY_VALUES_PER_LINE)
-    ]
+    """Initialiser values in rows that fit the C line limit once indented."""
+    rows, current = [], []
+    for text in (str(v) for v in values):
+        if current and len(", ".join([*current, text])) + 1 > C_ROW_WIDTH:
+            rows.append(", ".join(current))
+            current = []
+        current.append(text)
+    if current:
+        rows.append(", ".join(current))
+    return rows
 
 
 def _requant_arrays(plan: _Plan, op: Operator, multipliers, shifts) -> dict:
