@@ -11,7 +11,7 @@ import select
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcu_ids.errors import FlashError
@@ -38,9 +38,13 @@ class HostDevice:
 
     def state(self) -> dict:
         """The fields recorded in the state file."""
-        out = asdict(self)
-        out.pop("process")
-        return out
+        return {
+            "pid": self.pid,
+            "port": self.port,
+            "binary": self.binary,
+            "log_path": self.log_path,
+            "state_file": self.state_file,
+        }
 
     def is_running(self) -> bool:
         return _is_our_process(self.pid, self.binary)

@@ -144,10 +144,10 @@ def _save_latency_plot(latency: dict, results: list[dict], path: Path) -> Path:
     return path
 
 
-def _fmt_summary(summary: dict, digits: int = 1) -> str:
+def _fmt_summary(summary: dict) -> str:
     if not summary.get("count"):
         return "n/a | n/a | n/a"
-    return " | ".join(f"{summary[key]:.{digits}f}" for key in ("median", "p90", "p99"))
+    return " | ".join(f"{summary[key]:.4g}" for key in ("median", "p90", "p99"))
 
 
 def _markdown(report: dict, device_table: str | None, reference_table: str | None) -> str:
@@ -182,12 +182,12 @@ def _markdown(report: dict, device_table: str | None, reference_table: str | Non
         "",
         "| measure | median | p90 | p99 |",
         "|---|---:|---:|---:|",
-        f"| device ticks | {_fmt_summary(device['ticks'], 0)} |",
+        f"| device ticks | {_fmt_summary(device['ticks'])} |",
     ]
     if "us" in device:
-        lines.append(f"| device time (µs) | {_fmt_summary(device['us'], 2)} |")
+        lines.append(f"| device time (µs) | {_fmt_summary(device['us'])} |")
     lines += [
-        f"| host round trip (ms) | {_fmt_summary(latency['round_trip_ms'], 3)} |",
+        f"| host round trip (ms) | {_fmt_summary(latency['round_trip_ms'])} |",
         "",
     ]
     if report.get("files", {}).get("latency_plot"):
