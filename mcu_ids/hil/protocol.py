@@ -26,6 +26,9 @@ MAX_PAYLOAD = 256
 MAX_FRAME = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
 MAX_TEXT = 32
 SHA256_HEX_LEN = 64
+# How long one read waits; reads return as soon as a byte is there, so this bounds only how late
+# a timeout is noticed.
+READ_SLICE_S = 0.02
 
 HELLO = 0x01
 INFER = 0x02
@@ -413,6 +416,8 @@ class DeviceLink:
         self.parser = FrameParser()
         self._events: deque[Frame | Fault] = deque()
         self._seq = 0
+        # A fixed read timeout: changing it reconfigures the port (tcsetattr) on every read.
+        self.handle.timeout = READ_SLICE_S
 
     def __enter__(self) -> "DeviceLink":
         return self
@@ -451,7 +456,6 @@ class DeviceLink:
                 self._events.extend(self.parser.flush())
                 break
             try:
-                self.handle.timeout = remaining
                 data = self.handle.read(max(1, self.handle.in_waiting))
             except (serial.SerialException, OSError) as exc:
                 raise LinkError(
