@@ -210,9 +210,14 @@ def reset_and_read_boot_message(port: str, wait_s: float = BOOT_MESSAGE_WAIT_S) 
         raise FlashError(f"cannot reopen {port} after flashing: {exc}", _ports_hint()) from exc
     with link:
         link.reset_input_buffer()
-        link.rts = True
-        time.sleep(RESET_HOLD_S)
-        link.rts = False
+        try:
+            link.rts = True
+            time.sleep(RESET_HOLD_S)
+            link.rts = False
+        except OSError as exc:
+            logger.warning(
+                "cannot pulse RTS on %s (%s); press EN/RST on the board to start it", port, exc
+            )
         received = bytearray()
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
