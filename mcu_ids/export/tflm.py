@@ -67,6 +67,18 @@ ARENA_MARGIN_REASON = (
     "the device's TFLM release and its optimised kernels may need more scratch memory than the "
     "reference kernels measured here (host pointers are 64-bit, so host bookkeeping is larger)."
 )
+# The negative codes of firmware/engine_tflm.h, for explaining a handshake's engine status.
+TFLM_ENGINE_ERRORS = {
+    -1: "the model's schema version differs from the TFLM runtime's",
+    -2: "the model array is not 16-byte aligned",
+    -3: "the op resolver refused one of the model's ops",
+    -4: "AllocateTensors failed: the arena is too small for this TFLM build, or the model is bad",
+    -5: "the model's input is not int8 with MCU_IDS_N_FEATURES values",
+    -6: "the model's output is not int8 with MCU_IDS_N_CLASSES values",
+    -7: "an inference was requested before the engine initialised",
+    -8: "Invoke failed",
+}
+
 # Inputs used to prove that an arena size gives the same outputs as an ample one.
 PROBE_ROWS = 16
 PROBE_SEED = 20240
@@ -140,6 +152,11 @@ def _arena_note(arena: "ArenaMeasurement") -> str:
         f"are added (rounded to {arena.alignment} bytes) because {arena.margin_reason} "
         "engine_tflm_arena_used_bytes() reports what the device really used."
     )
+
+
+def describe_engine_error(code: int) -> str:
+    """Words for a negative status of the TFLM engine on a device."""
+    return TFLM_ENGINE_ERRORS.get(code, f"unknown TFLM engine status {code}")
 
 
 def runtime_version() -> str:
