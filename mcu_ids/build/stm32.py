@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 APPS = ("ids", "link-check")
 # Portable firmware sources every "ids" build compiles, relative to the firmware folder.
 SHARED_SOURCES = ("app.c", "protocol.c")
+# Generated engine sources per engine, relative to the generated model folder.
+ENGINE_SOURCES = {"native": ("engine_native.c",), "tflm": ("model_data.c",)}
 PROJECT_FILE = "stm32_project.json"
 BUILD_SUBDIR = "build"
 ELF_NAME = "firmware.elf"
@@ -397,34 +399,42 @@ def _check_engine(board: Board, engine: str) -> None:
         )
 
 
-def _check_sources(firmware_dir: Path, generated_dir: Path, engine: str, tflm_dir) -> None:
+def _engine_sources(
+    firmware_dir: Path, generated_dir: Path, engine: str, engine_sources
+) -> list[Path]:
+    """Check the shared and engine sources exist; return the engine's, absolute."""
     missing = [name for name in SHARED_SOURCES if not (firmware_dir / name).is_file()]
     if missing:
         raise BuildError(
             f"firmware source(s) {', '.join(missing)} missing from {firmware_dir}",
             hint="reinstall mcu-ids from a full checkout",
         )
-    if not generated_dir.is_dir():
+    if not (generated_dir / "model_config.h").is_file():
         raise BuildError(
-            f"generated model folder {generated_dir} does not exist",
+            f"generated model folder {generated_dir} has no model_config.h",
             hint="export the model first (`mcu-ids export`)",
         )
-    expected = "engine_native.c" if engine == "native" else "model_data.c"
-    if not (generated_dir / expected).is_file():
-        raise BuildError(
-            f"{generated_dir} has no {expected} for the {engine} engine",
-            hint=f"export the model for the {engine} engine first",
-        )
-    if engine == "tflm":
-        marker = Path(tflm_dir or "") / "tensorflow" / "lite" / "micro" / "micro_interpreter.h"
-        if not tflm_dir or not marker.is_file():
+    if engine_sources is None:
+        engine_sources = [generated_dir / name for name in ENGINE_SOURCES[engine]]
+    sources = [Path(source).resolve() for source in engine_sources]
+    for source in sources:
+        if not source.is_file():
             raise BuildError(
-                f"TFLite Micro source tree {tflm_dir or '(none given)'} not found "
-                f"(expected {marker})",
-                hint="clone github.com/tensorflow/tflite-micro, run "
-                "tensorflow/lite/micro/tools/project_generation/create_tflm_tree.py <folder> "
-                "in it, and pass that folder as the TFLM directory",
+                f"engine source {source} does not exist",
+                hint=f"export the model for the {engine} engine first",
             )
+    return sources
+
+
+def _check_tflm_dir(tflm_dir) -> None:
+    marker = Path(tflm_dir or "") / "tensorflow" / "lite" / "micro" / "micro_interpreter.h"
+    if not tflm_dir or not marker.is_file():
+        raise BuildError(
+            f"TFLite Micro source tree {tflm_dir or '(none given)'} not found (expected {marker})",
+            hint="clone github.com/tensorflow/tflite-micro, run "
+            "tensorflow/lite/micro/tools/project_generation/create_tflm_tree.py <folder> "
+            "in it, and pass that folder as the TFLM directory",
+        )
 
 
 def render_stm32_project(
@@ -436,12 +446,14 @@ def render_stm32_project(
     *,
     app: str = "ids",
     tflm_dir: Path | None = None,
+    engine_sources: list[Path] | None = None,
 ) -> Path:
     """Write the CMake project for ``board`` into ``out_dir`` and return ``out_dir``.
 
     ``app`` is ``ids`` (the detector: shared firmware + generated engine from ``generated_dir``)
-    or ``link-check`` (echo and timer check, no model). The project refers to the firmware and
-    generated sources where they are; it does not copy them.
+    or ``link-check`` (echo and timer check, no model). ``engine_sources`` replaces the engine's
+    usual generated files (``ENGINE_SOURCES``), e.g. with a test engine. The project refers to the
+    firmware and generated sources where they are; it does not copy them.
     """
     if app not in APPS:
         raise BuildError(f"unknown application {app!r}", hint=f"allowed: {', '.join(APPS)}")
@@ -449,8 +461,11 @@ def render_stm32_project(
     cfg = stm32_config(board)
     firmware_dir = asset_dir("firmware")
     generated = Path(generated_dir).resolve() if generated_dir else Path(out_dir).resolve()
+    sources: list[Path] = []
     if app == "ids":
-        _check_sources(firmware_dir, generated, engine, tflm_dir)
+        sources = _engine_sources(firmware_dir, generated, engine, engine_sources)
+        if engine == "tflm":
+            _check_tflm_dir(tflm_dir)
     out_dir = Path(out_dir)
     context = {
         "board": board,
@@ -461,6 +476,7 @@ def render_stm32_project(
         "generated_dir": generated.as_posix(),
         "tflm_dir": Path(tflm_dir).resolve().as_posix() if tflm_dir else "",
         "shared_sources": SHARED_SOURCES,
+        "engine_sources": [source.as_posix() for source in sources],
     }
     outputs = {
         "stm32/CMakeLists.txt.j2": "CMakeLists.txt",
