@@ -44,8 +44,13 @@ EPOCHS = 4
 REPRESENTATIVE_ROWS = 200
 TFLM_ARENA_BYTES = 64 * 1024
 
-# (features, classes, filters of the first and second separable convolution)
-SHAPES = [(39, 2, 16, 32), (45, 19, 32, 64)]
+# (features, classes, filters of the two separable convolutions, kernel size, pooling layer):
+# the product's two shapes, and a variant with a wider kernel and average pooling.
+SHAPES = [
+    (39, 2, 16, 32, 3, "MaxPooling1D"),
+    (45, 19, 32, 64, 3, "MaxPooling1D"),
+    (45, 6, 16, 24, 5, "AveragePooling1D"),
+]
 
 
 def _structured_data(features: int, classes: int, rows: int, seed: int):
@@ -58,18 +63,18 @@ def _structured_data(features: int, classes: int, rows: int, seed: int):
     return x.astype(np.float32), labels
 
 
-def _train_and_convert(features: int, classes: int, filters_1: int, filters_2: int):
+def _train_and_convert(features, classes, filters_1, filters_2, kernel, pooling):
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(features + classes)
     layers = [
         keras.layers.Reshape((features, 1)),
-        keras.layers.SeparableConv1D(filters_1, 3, padding="same", use_bias=False),
+        keras.layers.SeparableConv1D(filters_1, kernel, padding="same", use_bias=False),
         keras.layers.BatchNormalization(),
         keras.layers.ReLU(),
-        keras.layers.MaxPooling1D(2),
-        keras.layers.SeparableConv1D(filters_2, 3, padding="same", use_bias=False),
+        getattr(keras.layers, pooling)(2),
+        keras.layers.SeparableConv1D(filters_2, kernel, padding="same", use_bias=False),
         keras.layers.BatchNormalization(),
         keras.layers.ReLU(),
         keras.layers.GlobalAveragePooling1D(),
@@ -136,12 +141,12 @@ def _quantize_rows(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     return np.clip(q, -128, 127).astype(np.int8)
 
 
-@pytest.fixture(scope="module", params=SHAPES, ids=[f"F{s[0]}-C{s[1]}" for s in SHAPES])
+@pytest.fixture(scope="module", params=SHAPES, ids=[f"F{s[0]}-C{s[1]}-{s[5]}" for s in SHAPES])
 def engine(request, tmp_path_factory):
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
-    features, classes, filters_1, filters_2 = request.param
-    model_bytes, held_out = _train_and_convert(features, classes, filters_1, filters_2)
+    features, classes = request.param[:2]
+    model_bytes, held_out = _train_and_convert(*request.param)
     work = tmp_path_factory.mktemp(f"native_{features}_{classes}")
     files = generate_native_engine(model_bytes, work / "gen", SOURCE_HASH)
     source = work / "gen" / "engine_native.c"
