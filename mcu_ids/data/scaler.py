@@ -28,7 +28,7 @@ class FeatureScaler:
     2. ``s = sign(c) * log1p(|c|)``, which tames heavy tails (Rate, Variance and Tot sum reach
        1e5 to 1e7);
     3. ``z = (s - mean[j]) / std[j]`` with the mean and population standard deviation of ``s``
-       over the training rows; a feature with std 0 uses 1.
+       over the training rows; a constant feature (``lo == hi``) uses std 1.
 
     The arithmetic runs in float64 and the result is float32. NaN inputs are rejected (the
     reader drops rows with NaN). ``to_dict``/``from_dict`` round-trip every number exactly.
@@ -74,7 +74,10 @@ class FeatureScaler:
             s = self._clipped_log(x[start : start + CHUNK_ROWS])
             total_sq += ((s - mean) ** 2).sum(axis=0)
         std = np.sqrt(total_sq / len(x))
-        std[std == 0] = 1.0
+        # A constant feature would otherwise get a rounding-noise std and blow up its values.
+        constant = self.lo == self.hi
+        mean[constant] = signed_log1p(self.lo[constant])
+        std[constant | (std == 0)] = 1.0
         self.mean, self.std = mean, std
         if feature_names is not None:
             self.feature_names = tuple(feature_names)

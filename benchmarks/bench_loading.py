@@ -1,0 +1,152 @@
+"""Loading speed and peak memory: plain pandas vs ``load_dataset`` (cold and cached).
+
+Writes a synthetic 45-column dataset once (about 8.8 M rows by default, the size of the full
+CICIoMT2024 CSV set) and measures, each in a fresh Python process:
+
+- ``pandas``: ``pandas.read_csv`` of every file, then ``pandas.concat``;
+- ``cold``: ``load_dataset`` with an empty cache folder (parses every CSV and fills the cache);
+- ``cached``: ``load_dataset`` again with that cache.
+
+Peak memory is the process's high-water resident set (VmHWM). Results go to stdout as a table.
+
+    python benchmarks/bench_loading.py [--rows 8800000] [--dir FOLDER]
+"""
+
+import argparse
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FULL_SIZE_ROWS = 8_800_000
+N_CLASSES = 19
+METHODS = ("pandas", "cold", "cached")
+READ_CHUNK_BYTES = 1 << 24
+
+log = logging.getLogger("bench_loading")
+
+
+def peak_rss_bytes() -> int:
+    """High-water resident set size of this process, in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(method: str, folder: Path, cache_dir: Path) -> dict:
+    """Run one loading method in this process; return its time, row count and peak memory."""
+    start = time.perf_counter()
+    if method == "pandas":
+        import pandas as pd
+
+        from mcu_ids.data.reader import find_dataset_files
+
+        frames = [pd.read_csv(path) for path, _, _ in find_dataset_files(folder)]
+        table = pd.concat(frames, ignore_index=True)
+        rows = len(table)
+    else:
+        from mcu_ids.data.reader import load_dataset
+
+        dataset = load_dataset(folder, progress=False, cache_dir=cache_dir)
+        rows = len(dataset.y_train) + len(dataset.y_test)
+    seconds = time.perf_counter() - start
+    return {"method": method, "seconds": seconds, "rows": rows, "peak_bytes": peak_rss_bytes()}
+
+
+def run_in_subprocess(method: str, folder: Path, cache_dir: Path) -> dict:
+    """Measure one method in a fresh interpreter, so that peaks do not mix."""
+    command = [
+        sys.executable,
+        __file__,
+        "--measure",
+        method,
+        "--dir",
+        str(folder),
+        "--cache",
+        str(cache_dir),
+    ]
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def ensure_dataset(folder: Path, rows: int) -> Path:
+    """Write the synthetic dataset into ``folder`` unless a complete one of that size is there."""
+    from mcu_ids.data.synthetic import write_synthetic_dataset
+
+    stamp = folder / "BENCH_ROWS.txt"
+    if stamp.is_file() and stamp.read_text().strip() == str(rows):
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    log.info("writing a %d-row synthetic dataset to %s", rows, folder)
+    start = time.perf_counter()
+    write_synthetic_dataset(folder, rows_per_class=rows // N_CLASSES, variant="45")
+    log.info("written in %.1f s", time.perf_counter() - start)
+    stamp.write_text(f"{rows}\n")
+    return folder
+
+
+def warm_page_cache(folder: Path) -> None:
+    """Read every CSV once so that no method pays for the first read from disk."""
+    for path in sorted(folder.glob("*.csv")):
+        with open(path, "rb") as handle:
+            while handle.read(READ_CHUNK_BYTES):
+                pass
+
+
+def print_table(results: list[dict], folder: Path) -> None:
+    base = next(r for r in results if r["method"] == "pandas")
+    size = sum(p.stat().st_size for p in folder.glob("*.csv"))
+    print(f"dataset: {folder} ({size / 2**30:.2f} GiB of CSV, {base['rows']:,} rows)")
+    print(f"{'method':<8} {'seconds':>9} {'peak MiB':>9} {'speedup':>8} {'memory':>8}")
+    for r in results:
+        speedup = base["seconds"] / r["seconds"]
+        memory = r["peak_bytes"] / base["peak_bytes"]
+        print(
+            f"{r['method']:<8} {r['seconds']:>9.2f} {r['peak_bytes'] / 2**20:>9.0f} "
+            f"{speedup:>7.2f}x {memory:>7.2f}x"
+        )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=FULL_SIZE_ROWS, help="rows in the dataset")
+    parser.add_argument("--dir", type=Path, help="dataset folder (written once)")
+    parser.add_argument("--measure", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.dir, args.cache)))
+        return 0
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from mcu_ids.data.reader import default_cache_dir
+
+    folder = args.dir or default_cache_dir() / f"bench-dataset-{args.rows}"
+    ensure_dataset(folder, args.rows)
+    warm_page_cache(folder)
+    cache_dir = Path(tempfile.mkdtemp(prefix="mcu-ids-bench-cache-"))
+    try:
+        results = []
+        for method in METHODS:
+            log.info("measuring %s", method)
+            results.append(run_in_subprocess(method, folder, cache_dir))
+        print_table(results, folder)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Bad dataset folders and files: each gives a DataError that names what is wrong, or a rule."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcu_ids.data.reader import load_dataset
+from mcu_ids.data.schema import COLUMNS_39, COLUMNS_45, detect_variant
+from mcu_ids.errors import DataError
+
+ROW_39 = ",".join(["1.5"] * len(COLUMNS_39))
+HEADER_39 = ",".join(COLUMNS_39)
+
+
+def load(folder, **kwargs):
+    return load_dataset(folder, progress=False, use_cache=False, **kwargs)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def good_file(folder: Path, name: str = "Benign_train.pcap.csv", rows: int = 3) -> Path:
+    return write(folder / name, HEADER_39 + "\n" + "\n".join([ROW_39] * rows) + "\n")
+
+
+def test_detect_variant_on_both_headers_in_any_order():
+    assert detect_variant(list(COLUMNS_45)) == "45"
+    assert detect_variant(list(reversed(COLUMNS_39))) == "39"
+    assert detect_variant([f" {name} " for name in COLUMNS_39]) == "39"
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load(tmp_path / "nowhere")
+
+
+def test_folder_without_csv_lists_what_it_found(tmp_path):
+    write(tmp_path / "notes.txt", "x")
+    write(tmp_path / "capture.pcap", "x")
+    with pytest.raises(DataError) as error:
+        load(tmp_path)
+    assert "capture.pcap" in error.value.message and "notes.txt" in error.value.message
+    assert "_<train|test>.pcap.csv" in error.value.message
+
+
+@pytest.mark.parametrize("name", ["benign.csv", "Benign_val.pcap.csv", "Mirai_train.pcap.csv"])
+def test_wrong_file_name(tmp_path, name):
+    good_file(tmp_path)
+    good_file(tmp_path, name)
+    with pytest.raises(DataError, match=name.replace(".", r"\.")):
+        load(tmp_path)
+
+
+def test_empty_file_is_an_error(tmp_path):
+    good_file(tmp_path)
+    write(tmp_path / "Benign_test.pcap.csv", "")
+    with pytest.raises(DataError, match=r"Benign_test\.pcap\.csv: the file is empty"):
+        load(tmp_path)
+
+
+def test_header_only_file_is_read_as_zero_rows_with_a_warning(tmp_path, caplog):
+    good_file(tmp_path)
+    good_file(tmp_path, "Benign_test.pcap.csv")
+    write(tmp_path / "ARP_Spoofing_train.pcap.csv", HEADER_39 + "\n")
+    with caplog.at_level(logging.WARNING, logger="mcu_ids.data.reader"):
+        dataset = load(tmp_path)
+    assert "ARP_Spoofing_train.pcap.csv has a header and no rows" in caplog.text
+    assert dataset.stats["header_only_files"] == ["ARP_Spoofing_train.pcap.csv"]
+    assert dataset.class_names == ("Benign",)
+
+
+def test_only_header_only_files_is_an_error(tmp_path):
+    write(tmp_path / "Benign_train.pcap.csv", HEADER_39 + "\n")
+    with pytest.raises(DataError, match="hold no rows"):
+        load(tmp_path)
+
+
+def test_unknown_column_is_named(tmp_path):
+    header = HEADER_39.replace("Time_To_Live", "TTL_guess")
+    write(tmp_path / "Benign_train.pcap.csv", header + "\n" + ROW_39 + "\n")
+    with pytest.raises(DataError) as error:
+        load(tmp_path)
+    message = error.value.message
+    assert "Benign_train.pcap.csv" in message
+    assert "'TTL_guess'" in message and "missing column(s) 'Time_To_Live'" in message
+
+
+def test_third_variant_is_rejected(tmp_path):
+    # The 39 columns plus two of the 45-column ones: neither known revision.
+    header = HEADER_39 + ",Magnitue,Weight"
+    write(tmp_path / "Benign_train.pcap.csv", header + "\n" + ROW_39 + ",1,2\n")
+    with pytest.raises(DataError, match=r"41 columns match neither.*'Magnitue', 'Weight'"):
+        load(tmp_path)
+
+
+def test_files_mixing_variants_are_named(tmp_path):
+    good_file(tmp_path)
+    row_45 = ",".join(["2"] * len(COLUMNS_45))
+    write(tmp_path / "Benign_test.pcap.csv", ",".join(COLUMNS_45) + "\n" + row_45 + "\n")
+    with pytest.raises(DataError) as error:
+        load(tmp_path)
+    assert "45 columns: Benign_test.pcap.csv" in error.value.message
+    assert "39 columns: Benign_train.pcap.csv" in error.value.message
+
+
+def test_text_in_a_numeric_column_names_file_line_and_column(tmp_path):
+    bad = ROW_39.split(",")
+    bad[COLUMNS_39.index("Rate")] = "fast"
+    lines = [HEADER_39, ROW_39, ROW_39, ",".join(bad), ROW_39]
+    write(tmp_path / "Benign_train.pcap.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError) as error:
+        load(tmp_path)
+    assert error.value.message == (
+        "Benign_train.pcap.csv: line 4, column 'Rate' holds 'fast', which is not a number"
+    )
+
+
+def test_wrong_field_count_names_the_line(tmp_path):
+    lines = [HEADER_39, ROW_39, ROW_39 + ",9"]
+    write(tmp_path / "Benign_train.pcap.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="line 3 has 40 fields, expected 39"):
+        load(tmp_path)
+
+
+def test_repeated_header_row_is_skipped_and_counted(tmp_path):
+    lines = [HEADER_39, ROW_39, HEADER_39, ROW_39.replace("1.5", "2.5"), HEADER_39]
+    write(tmp_path / "Benign_train.pcap.csv", "\n".join(lines) + "\n")
+    good_file(tmp_path, "Benign_test.pcap.csv", rows=1)
+    dataset = load(tmp_path)
+    assert dataset.stats["header_rows_skipped"] == 2
+    assert dataset.x_train[:, 0].tolist() == [1.5, 2.5]
+
+
+def test_bad_line_near_the_end_of_a_large_file(tmp_path):
+    """A 50 MB file spans many pyarrow blocks; the error still names the exact line."""
+    rng = np.random.default_rng(0)
+    block = "\n".join(
+        ",".join(f"{v:.6f}" for v in row) for row in rng.random((2000, len(COLUMNS_39))) * 1e4
+    )
+    repeats = 50 * 2**20 // len(block) + 1
+    path = tmp_path / "TCP_IP-DoS-UDP3_train.pcap.csv"
+    with open(path, "w") as handle:
+        handle.write(HEADER_39 + "\n")
+        for _ in range(repeats):
+            handle.write(block + "\n")
+        bad = ROW_39.split(",")
+        bad[COLUMNS_39.index("IAT")] = "0.00x1"
+        handle.write(",".join(bad) + "\n" + ROW_39 + "\n")
+    assert path.stat().st_size > 50 * 2**20
+    bad_line = 1 + repeats * 2000 + 1
+    with pytest.raises(DataError) as error:
+        load(tmp_path)
+    assert error.value.message == (
+        f"{path.name}: line {bad_line}, column 'IAT' holds '0.00x1', which is not a number"
+    )

@@ -1,0 +1,208 @@
+"""load_dataset: variants, splits, views, NaN/inf accounting, de-duplication and the cache."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mcu_ids.data import labels
+from mcu_ids.data.reader import load_dataset, read_feature_file
+from mcu_ids.data.schema import COLUMNS_39, COLUMNS_45
+from mcu_ids.data.synthetic import write_synthetic_dataset
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/ciciomt2024-sample"
+
+
+def load(folder, **kwargs):
+    kwargs.setdefault("progress", False)
+    kwargs.setdefault("use_cache", False)
+    return load_dataset(folder, **kwargs)
+
+
+def write_rows(path: Path, columns, rows) -> Path:
+    """Write a CSV with the given header and rows (each a sequence of already-formatted values)."""
+    lines = [",".join(columns)] + [",".join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def synthetic_39(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("syn39"), rows_per_class=100)
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="the CICIoMT2024 sample is not present")
+def test_real_sample_loads():
+    dataset = load(SAMPLE)
+    assert dataset.variant == "39"
+    assert dataset.feature_names == COLUMNS_39
+    assert dataset.class_names == ("Benign", "ARP_Spoofing")
+    assert dataset.stats["rows_read"] == 3838
+    assert len(dataset.y_train) + len(dataset.y_test) == 3838
+    assert dataset.stats["inf_values"] == {"Rate": {"+inf": 2, "-inf": 0}}
+    assert np.isposinf(np.concatenate([dataset.x_train, dataset.x_test])[:, 3]).sum() == 2
+    assert dataset.split == "stratified 80/20, seed 0"
+    assert dataset.stats["rows_per_class"]["test"] == {"Benign": 418, "ARP_Spoofing": 349}
+    assert not dataset.synthetic
+    json.dumps(dataset.stats)
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="the CICIoMT2024 sample is not present")
+def test_real_sample_values_match_pandas():
+    x, stats = read_feature_file(SAMPLE / "ARP_Spoofing_test.pcap.csv", "39")
+    expected = pd.read_csv(SAMPLE / "ARP_Spoofing_test.pcap.csv").to_numpy(np.float32)
+    np.testing.assert_array_equal(x, expected)
+    assert stats["rows_read"] == 1746
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="the CICIoMT2024 sample is not present")
+def test_real_sample_dedupe_matches_pandas():
+    expected = 0
+    for path in SAMPLE.glob("*.csv"):
+        expected += int(pd.read_csv(path).astype(np.float32).duplicated().sum())
+    dataset = load(SAMPLE, dedupe=True)
+    assert dataset.stats["duplicates_removed"]["test"] == expected
+    assert len(dataset.y_train) + len(dataset.y_test) == 3838 - expected
+    rows = np.concatenate([dataset.x_train, dataset.x_test])
+    labels_all = np.concatenate([dataset.y_train, dataset.y_test])
+    keyed = pd.DataFrame(rows).assign(label=labels_all)
+    assert not keyed.duplicated().any()
+
+
+@pytest.mark.parametrize("variant", ["39", "45"])
+def test_both_header_variants_load_with_dataset_split(tmp_path, variant):
+    folder = write_synthetic_dataset(tmp_path, rows_per_class=50, variant=variant)
+    dataset = load(folder)
+    assert dataset.variant == variant
+    assert dataset.feature_names == (COLUMNS_39 if variant == "39" else COLUMNS_45)
+    assert dataset.class_names == labels.CLASSES
+    assert dataset.split == "dataset files"
+    assert dataset.synthetic
+    assert dataset.x_train.dtype == np.float32 and dataset.y_train.dtype == np.int64
+    assert dataset.x_train.shape == (19 * 40, len(dataset.feature_names))
+    assert dataset.x_test.shape == (19 * 10, len(dataset.feature_names))
+    # Numbered train files of one class merge into that class.
+    assert len(list(folder.glob("TCP_IP-DDoS-UDP*_train.pcap.csv"))) == 3
+    assert dataset.stats["rows_per_class"]["train"]["TCP_IP-DDoS-UDP"] == 40
+    assert np.bincount(dataset.y_train).tolist() == [40] * 19
+
+
+def test_values_and_labels_match_the_files(synthetic_39):
+    dataset = load(synthetic_39)
+    path = synthetic_39 / "Recon-OS_Scan_test.pcap.csv"
+    expected = pd.read_csv(path).to_numpy(np.float32)
+    label = dataset.class_names.index("Recon-OS_Scan")
+    np.testing.assert_array_equal(dataset.x_test[dataset.y_test == label], expected)
+
+
+def test_views_6_and_2(synthetic_39):
+    full = load(synthetic_39)
+    six = load(synthetic_39, view="6")
+    two = load(synthetic_39, view="2")
+    assert six.class_names == labels.CATEGORIES
+    assert two.class_names == ("Benign", "Attack")
+    np.testing.assert_array_equal(six.x_train, full.x_train)
+    for y_full, y_six, y_two in zip(full.y_train, six.y_train, two.y_train, strict=True):
+        name = full.class_names[y_full]
+        assert six.class_names[y_six] == labels.category_of(name)
+        assert two.class_names[y_two] == ("Benign" if name == "Benign" else "Attack")
+    assert six.stats["rows_per_label"]["train"]["Recon"] == 4 * 80
+
+
+def test_test_only_folder_is_split_80_20_stratified(tmp_path):
+    classes = ["Benign", "Recon-VulScan", "TCP_IP-DoS-TCP"]
+    folder = write_synthetic_dataset(
+        tmp_path, rows_per_class={"Benign": 101, "Recon-VulScan": 37, "TCP_IP-DoS-TCP": 250},
+        classes=classes, test_fraction=1.0,
+    )  # fmt: skip
+    assert not list(folder.glob("*_train.pcap.csv"))
+    dataset = load(folder, seed=7)
+    assert dataset.split == "stratified 80/20, seed 7"
+    assert dataset.stats["rows_per_class"]["test"] == {
+        "Benign": 20, "Recon-VulScan": 7, "TCP_IP-DoS-TCP": 50,
+    }  # fmt: skip
+    assert dataset.stats["rows_per_class"]["train"] == {
+        "Benign": 81, "Recon-VulScan": 30, "TCP_IP-DoS-TCP": 200,
+    }  # fmt: skip
+    again = load(folder, seed=7)
+    np.testing.assert_array_equal(again.x_test, dataset.x_test)
+    other = load(folder, seed=8)
+    assert not np.array_equal(other.x_test, dataset.x_test)
+    # Every row lands in exactly one split.
+    everything = np.concatenate([dataset.x_train, dataset.x_test])
+    as_read = np.concatenate([pd.read_csv(p).to_numpy(np.float32) for p in folder.glob("*.csv")])
+    assert sorted(map(bytes, everything)) == sorted(map(bytes, as_read))
+
+
+def test_folder_with_some_classes_and_a_class_missing_its_test_file(tmp_path):
+    classes = ["Benign", "MQTT-Malformed_Data", "TCP_IP-DDoS-SYN"]
+    folder = write_synthetic_dataset(tmp_path, rows_per_class=100, classes=classes)
+    (folder / "MQTT-Malformed_Data_test.pcap.csv").unlink()
+    dataset = load(folder)
+    assert dataset.class_names == tuple(classes)
+    assert dataset.stats["classes_split_by_seed"] == ["MQTT-Malformed_Data"]
+    assert dataset.split == "dataset files; stratified 80/20, seed 0 for 1 classes"
+    assert dataset.stats["rows_per_class"]["train"]["MQTT-Malformed_Data"] == 64
+    assert dataset.stats["rows_per_class"]["test"]["MQTT-Malformed_Data"] == 16
+    assert dataset.stats["rows_per_class"]["test"]["Benign"] == 20
+
+
+def test_nan_rows_are_dropped_and_counted(tmp_path):
+    rows = [[float(i)] * len(COLUMNS_39) for i in range(10)]
+    rows[2][5] = "NaN"
+    rows[4][0] = ""
+    rows[7][38] = "nan"
+    write_rows(tmp_path / "Benign_train.pcap.csv", COLUMNS_39, rows)
+    write_rows(tmp_path / "Benign_test.pcap.csv", COLUMNS_39, [[1.5] * 39, ["-inf"] + [2] * 38])
+    dataset = load(tmp_path)
+    assert dataset.stats["nan_rows_dropped"] == 3
+    per_file = {f["file"]: f["nan_rows_dropped"] for f in dataset.stats["files"]}
+    assert per_file == {"Benign_train.pcap.csv": 3, "Benign_test.pcap.csv": 0}
+    assert dataset.x_train[:, 0].tolist() == [0, 1, 3, 5, 6, 8, 9]
+    assert dataset.stats["inf_values"] == {"Header_Length": {"+inf": 0, "-inf": 1}}
+    assert np.isneginf(dataset.x_test[1, 0])
+
+
+def test_dedupe_counts_within_and_across_splits(tmp_path):
+    row = lambda v: [v] * len(COLUMNS_45)  # noqa: E731
+    write_rows(tmp_path / "Benign_train.pcap.csv", COLUMNS_45, [row(1), row(2), row(1), row(1)])
+    write_rows(tmp_path / "Benign_test.pcap.csv", COLUMNS_45, [row(3), row(3), row(2), row(4)])
+    # The same features in another class are not duplicates of a Benign row.
+    write_rows(tmp_path / "ARP_Spoofing_train.pcap.csv", COLUMNS_45, [row(1), row(5)])
+    write_rows(tmp_path / "ARP_Spoofing_test.pcap.csv", COLUMNS_45, [row(1), row(6)])
+    kept = load(tmp_path)
+    assert kept.stats["duplicates_removed"] == {"train": 0, "test": 0, "test_in_train": 0}
+    deduped = load(tmp_path, dedupe=True)
+    assert deduped.stats["duplicates_removed"] == {"train": 2, "test": 1, "test_in_train": 2}
+    benign = deduped.class_names.index("Benign")
+    assert deduped.x_train[deduped.y_train == benign, 0].tolist() == [1, 2]
+    assert deduped.x_test[deduped.y_test == benign, 0].tolist() == [3, 4]
+    assert deduped.x_test[deduped.y_test != benign, 0].tolist() == [6]
+
+
+def test_cache_is_used_and_refreshed(tmp_path):
+    classes = ["Benign", "ARP_Spoofing"]
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=30, classes=classes)
+    cache = tmp_path / "cache"
+    cold = load(folder, cache_dir=cache, use_cache=True)
+    assert cold.stats["cache"]["misses"] == 4 and cold.stats["cache"]["hits"] == 0
+    warm = load(folder, cache_dir=cache, use_cache=True)
+    assert warm.stats["cache"]["hits"] == 4
+    np.testing.assert_array_equal(warm.x_train, cold.x_train)
+    np.testing.assert_array_equal(warm.x_test, cold.x_test)
+    assert warm.stats["rows_per_class"] == cold.stats["rows_per_class"]
+    changed = folder / "Benign_test.pcap.csv"
+    header, *rows = changed.read_text().splitlines()
+    changed.write_text("\n".join([header, *rows[:-1]]) + "\n")
+    refreshed = load(folder, cache_dir=cache, use_cache=True)
+    assert refreshed.stats["cache"] == {"dir": str(cache), "hits": 3, "misses": 1}
+    assert len(refreshed.y_test) == len(cold.y_test) - 1
+
+
+def test_cache_dir_from_environment(tmp_path, monkeypatch, synthetic_39):
+    monkeypatch.setenv("MCU_IDS_CACHE", str(tmp_path / "env-cache"))
+    dataset = load_dataset(synthetic_39, progress=False)
+    assert dataset.stats["cache"]["dir"] == str(tmp_path / "env-cache")
+    assert len(list((tmp_path / "env-cache").glob("*.npy"))) == len(dataset.stats["files"])
