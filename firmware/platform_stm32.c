@@ -251,28 +251,42 @@ void platform_marker(int level)
 #endif
 }
 
-static void put_hex32(uint32_t value)
+static size_t append_text(char *line, size_t at, size_t size, const char *text)
+{
+    while (*text && at + 1u < size) {
+        line[at++] = *text++;
+    }
+    line[at] = '\0';
+    return at;
+}
+
+static size_t append_hex32(char *line, size_t at, size_t size, uint32_t value)
 {
     static const char digits[] = "0123456789abcdef";
-    for (int shift = 28; shift >= 0; shift -= 4) {
-        uart_put((uint8_t)digits[(value >> shift) & 0xFu]);
+    char text[9];
+    for (int i = 0; i < 8; i++) {
+        text[i] = digits[(value >> (28 - 4 * i)) & 0xFu];
     }
+    text[8] = '\0';
+    return append_text(line, at, size, text);
 }
 
 void stm32_fatal(const char *what, uint32_t value, int exit_code)
 {
     __asm__ volatile("cpsid i" ::: "memory");
     /* One text line; the host sees it where it expected a frame and reports it verbatim. */
-    static const char prefix[] = "\r\nFATAL ";
-    platform_write((const uint8_t *)prefix, sizeof(prefix) - 1u);
-    while (*what) {
-        uart_put((uint8_t)*what++);
-    }
-    platform_write((const uint8_t *)" 0x", 3u);
-    put_hex32(value);
-    platform_write((const uint8_t *)"\r\n", 2u);
+    enum { FATAL_LINE_SIZE = 96 };
+    char line[FATAL_LINE_SIZE];
+    size_t length = append_text(line, 0, sizeof(line), "\r\nFATAL ");
+    length = append_text(line, length, sizeof(line), what);
+    length = append_text(line, length, sizeof(line), " 0x");
+    length = append_hex32(line, length, sizeof(line), value);
+    length = append_text(line, length, sizeof(line), "\r\n");
+    platform_write((const uint8_t *)line, length);
     uart_flush();
 #if MCU_IDS_SEMIHOSTING
+    /* QEMU closes the serial port as it exits, losing unread bytes: repeat the line in its log. */
+    stm32_semihost_write(line);
     stm32_semihost_exit(exit_code);
 #else
     (void)exit_code;

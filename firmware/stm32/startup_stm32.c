@@ -97,14 +97,26 @@ __attribute__((naked)) void HardFault_Handler(void)
 }
 
 #if MCU_IDS_SEMIHOSTING
+/* Semihosting call numbers (Arm semihosting specification 2.0). */
+enum { SYS_WRITE0 = 0x04, SYS_EXIT_EXTENDED = 0x20, ADP_STOPPED_APPLICATION_EXIT = 0x20026 };
+
+static void semihost_call(uint32_t operation, const void *argument)
+{
+    register uint32_t r0 __asm__("r0") = operation;
+    register const void *r1 __asm__("r1") = argument;
+    __asm__ volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
+}
+
+void stm32_semihost_write(const char *text)
+{
+    semihost_call(SYS_WRITE0, text);
+}
+
 void stm32_semihost_exit(int code)
 {
     /* SYS_EXIT_EXTENDED takes a reason and a status, so QEMU exits with `code`. */
-    enum { SYS_EXIT_EXTENDED = 0x20, ADP_STOPPED_APPLICATION_EXIT = 0x20026 };
-    uint32_t block[2] = {ADP_STOPPED_APPLICATION_EXIT, (uint32_t)code};
-    register uint32_t r0 __asm__("r0") = SYS_EXIT_EXTENDED;
-    register uint32_t *r1 __asm__("r1") = block;
-    __asm__ volatile("bkpt 0xab" : : "r"(r0), "r"(r1) : "memory");
+    const uint32_t block[2] = {ADP_STOPPED_APPLICATION_EXIT, (uint32_t)code};
+    semihost_call(SYS_EXIT_EXTENDED, block);
     for (;;) {
     }
 }

@@ -21,6 +21,9 @@ __attribute__((noreturn)) void stm32_fatal(const char *what, uint32_t value, int
 #if MCU_IDS_SEMIHOSTING
 /* End the emulator with `code` as its exit status (semihosting SYS_EXIT_EXTENDED). */
 __attribute__((noreturn)) void stm32_semihost_exit(int code);
+
+/* Write a NUL-terminated text to the emulator's own output (semihosting SYS_WRITE0). */
+void stm32_semihost_write(const char *text);
 #endif
 
 #endif /* MCU_IDS_STM32_INTERNAL_H */
