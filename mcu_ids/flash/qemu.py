@@ -248,7 +248,10 @@ def stop_qemu(device: QemuDevice | Path) -> bool:
 
 
 def wait_for_exit(device: QemuDevice, timeout_s: float) -> int | None:
-    """Wait for QEMU to end by itself (a semihosting exit); its status, or None on timeout."""
+    """Wait for QEMU to end by itself (a semihosting exit); its status, or None on timeout.
+
+    The status is known only to the process that started QEMU; another process gets -1.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
