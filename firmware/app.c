@@ -10,6 +10,7 @@
 #include "model_config.h"
 #include "platform.h"
 #include "protocol.h"
+#include "shift.h"
 
 #ifndef MCU_IDS_FIRMWARE_VERSION
 #define MCU_IDS_FIRMWARE_VERSION "0.1.0"
@@ -164,6 +165,7 @@ static void app_infer(const struct proto_frame *frame)
     }
     proto_put_u32(payload, spent);
     proto_put_u16(payload + 4, proto_crc16(frame->payload, frame->len));
+    payload[PROTO_RESULT_SHIFT_OFFSET] = shift_score(input);
     app_send(PROTO_RESULT, frame->seq, payload, sizeof payload);
 }
 

@@ -47,8 +47,12 @@ enum proto_error {
 
 /* Offsets inside the HELLO reply payload (all little-endian). */
 #define PROTO_HELLO_FIXED_SIZE 40u
-/* Offsets inside the RESULT payload: ticks (u32), CRC-16 of the input it ran on (u16), outputs. */
-#define PROTO_RESULT_OUTPUT_OFFSET 6u
+/*
+ * Offsets inside the RESULT payload: ticks (u32), CRC-16 of the input it ran on (u16), the
+ * distribution-shift score (u8), outputs.
+ */
+#define PROTO_RESULT_SHIFT_OFFSET 6u
+#define PROTO_RESULT_OUTPUT_OFFSET 7u
 /* ERROR payload: code (u8), type answered (u8), seq answered (u16), detail (i32). */
 #define PROTO_ERROR_SIZE 8u
 

@@ -22,10 +22,7 @@ def _setup_logging(verbose: int, quiet: int) -> None:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # TensorFlow's C++ and Python loggers are noisy at INFO; keep them at warnings unless -vv.
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if verbose < 2 else "0")
+    # TensorFlow's Python logger is noisy at INFO; keep it at warnings unless -vv.
     logging.getLogger("tensorflow").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
 
 
@@ -307,8 +304,21 @@ def run_cmd(ctx, board, engine, data_dir, view, dedupe, epochs, limit, seed):
     )
 
 
+# TensorFlow reads these when it is first imported: keep its C++ start-up chatter off the terminal
+# and use its deterministic (non-oneDNN) CPU kernels so a seed reproduces a model.
+_TF_ENVIRONMENT = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "GLOG_minloglevel": "2",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning mcu-ids errors into one line and an exit code."""
+    import os
+
+    for key, value in _TF_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:

@@ -49,3 +49,24 @@ def save_arrays(path: Path, **arrays) -> Path:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return write_atomic(path, buffer.getvalue())
+
+
+class stdout_to_stderr:
+    """Send file descriptor 1 to stderr for a block, so C and Python chatter of libraries
+    (the TFLite converter prints to stdout) cannot mix with results written to stdout."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        os.dup2(2, 1)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.stdout.flush()
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+        return False

@@ -143,6 +143,7 @@ def _load_keras_model(ws: Workspace):
 
 def quantize(ws: Workspace, calibration_rows: int, seed: int = 0, progress: bool = True) -> dict:
     """Convert to full int8, then score float and int8 side by side on the same test rows."""
+    from mcu_ids.model.shift import fit_shift_stats
     from mcu_ids.model.train import predict_classes
     from mcu_ids.quantize.ptq import calibration_indices, convert_int8, io_quantization
     from mcu_ids.quantize.reference import run_reference
@@ -155,6 +156,7 @@ def quantize(ws: Workspace, calibration_rows: int, seed: int = 0, progress: bool
     write_atomic(ws.tflite_model, tflite_bytes)
     in_q, out_q = io_quantization(tflite_bytes)
     test_inputs = in_q.quantize(arrays["x_test"])
+    shift = fit_shift_stats(in_q.quantize(arrays["x_train"]))
     reference = run_reference(tflite_bytes, test_inputs, progress=progress)
     save_arrays(ws.reference, inputs=test_inputs, labels=arrays["y_test"], outputs=reference)
     float_pred = predict_classes(model, arrays["x_test"])
@@ -175,6 +177,7 @@ def quantize(ws: Workspace, calibration_rows: int, seed: int = 0, progress: bool
         "float": _headline(float_metrics),
         "int8": _headline(int8_metrics),
         "prediction_agreement": float(np.mean(float_pred == int8_pred)),
+        "shift": shift.to_dict(),
     }
     write_json(ws.quantization_info, summary)
     write_atomic(ws.model_dir / "quantization.md", format_quantization(summary))
@@ -242,6 +245,9 @@ def export(ws: Workspace, progress: bool = True) -> dict:
         "output_scale_dec": f"{quant['output']['scale']:.9g}",
         "output_zero_point": quant["output"]["zero_point"],
         "variant": info["variant"],
+        "shift_threshold": quant["shift"]["threshold"],
+        "shift_low": quant["shift"]["low"],
+        "shift_high": quant["shift"]["high"],
         "feature_names": info["feature_names"],
         "class_names": info["class_names"],
         **{key: [_c_float(v) for v in values] for key, values in tables.items()},
@@ -249,8 +255,8 @@ def export(ws: Workspace, progress: bool = True) -> dict:
     files = [render_template("model_config.h.j2", out / "model_config.h", context, model_hash)]
     files += write_model_array(tflite_bytes, out, model_hash)
     files += generate_native_engine(tflite_bytes, out, model_hash)
-    files += generate_op_resolver(tflite_bytes, out, model_hash)
     arena = measure_arena(tflite_bytes)
+    files += generate_op_resolver(tflite_bytes, out, model_hash, arena=arena)
     manifest = {
         "model_sha256": model_hash,
         "files": sorted(str(path.relative_to(out)) for path in files),
@@ -262,8 +268,12 @@ def export(ws: Workspace, progress: bool = True) -> dict:
     return manifest
 
 
+# model_config.h names -> FeatureScaler.to_dict() keys
+_SCALER_TABLES = {"clip_low": "lo", "clip_high": "hi", "mean": "mean", "std": "std"}
+
+
 def _scaler_tables(scaler: dict, n_features: int) -> dict[str, list[float]]:
-    tables = {key: list(scaler[key]) for key in ("clip_low", "clip_high", "mean", "std")}
+    tables = {name: list(scaler[key]) for name, key in _SCALER_TABLES.items()}
     for key, values in tables.items():
         if len(values) != n_features:
             raise DataError(f"scaler table {key} has {len(values)} values, expected {n_features}")
@@ -294,13 +304,17 @@ def bench_inputs(ws: Workspace, data_dir: Path | None, progress: bool = True) ->
     """Int8 inputs, labels and TFLM reference outputs: the test rows, or every row of a folder."""
     from mcu_ids.data.reader import load_dataset
     from mcu_ids.data.scaler import FeatureScaler
+    from mcu_ids.model.shift import ShiftStats, shift_flags
     from mcu_ids.quantize.ptq import Quantization
     from mcu_ids.quantize.reference import run_reference
 
     info = ws.read_json(ws.dataset_info, "data")
+    quant = ws.read_json(ws.quantization_info, "quantize")
+    shift = ShiftStats.from_dict(quant["shift"])
     if data_dir is None:
         with np.load(ws.require(ws.reference, "quantize")) as ref:
             return {
+                "shift_scores": shift_flags(ref["inputs"], shift)[0],
                 "inputs": ref["inputs"],
                 "labels": ref["labels"],
                 "reference": ref["outputs"],
@@ -308,7 +322,6 @@ def bench_inputs(ws: Workspace, data_dir: Path | None, progress: bool = True) ->
                 "split": info["split"],
                 "synthetic": info["synthetic"],
             }
-    quant = ws.read_json(ws.quantization_info, "quantize")
     scaler = FeatureScaler.from_dict(ws.read_json(ws.scaler, "data"))
     dataset = load_dataset(Path(data_dir), view=info["view"], progress=progress)
     if list(dataset.feature_names) != list(info["feature_names"]):
@@ -330,6 +343,7 @@ def bench_inputs(ws: Workspace, data_dir: Path | None, progress: bool = True) ->
     inputs = in_q.quantize(scaler.transform(x_raw))
     tflite_bytes = ws.require(ws.tflite_model, "quantize").read_bytes()
     return {
+        "shift_scores": shift_flags(inputs, shift)[0],
         "inputs": inputs,
         "labels": labels,
         "reference": run_reference(tflite_bytes, inputs, progress=progress),
@@ -355,6 +369,7 @@ def bench_meta(ws: Workspace, board, engine: str, source: dict) -> dict:
         "split": source["split"],
         "view": info["view"],
         "model_sha256": quant["model_sha256"],
+        "shift_threshold": quant["shift"]["threshold"],
         "host_float_metrics": quant["float"],
         "host_int8_metrics": quant["int8"],
         "versions": _versions(),

@@ -38,6 +38,8 @@ FIRMWARE_FILES = (
     "platform_esp32.c",
     "protocol.c",
     "protocol.h",
+    "shift.c",
+    "shift.h",
 )
 ENGINE_FIRMWARE_FILES = {"native": (), "tflm": ("engine_tflm.cc", "engine_tflm.h")}
 # Files the export step generates from the model, for every engine and per engine.

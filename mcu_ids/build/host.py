@@ -17,7 +17,7 @@ HOST_COMPILER = "gcc"
 HOST_CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1")
 # Shared firmware files the host board links; the engine and model_config.h come from the export.
-HOST_FIRMWARE_FILES = ("protocol.c", "app.c", "platform_host.c")
+HOST_FIRMWARE_FILES = ("protocol.c", "app.c", "shift.c", "platform_host.c")
 ERROR_LINES_SHOWN = 12
 
 

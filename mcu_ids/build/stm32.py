@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 APPS = ("ids", "link-check")
 # Portable firmware sources every "ids" build compiles, relative to the firmware folder.
-SHARED_SOURCES = ("app.c", "protocol.c")
+SHARED_SOURCES = ("app.c", "protocol.c", "shift.c")
 # Generated engine sources per engine, relative to the generated model folder.
 ENGINE_SOURCES = {"native": ("engine_native.c",), "tflm": ("model_data.c",)}
 PROJECT_FILE = "stm32_project.json"

@@ -115,6 +115,8 @@ def start_host_device(
         )
     if log_path is None and state_file is not None:
         log_path = Path(state_file).with_suffix(".log")
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     stderr = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         process = subprocess.Popen(

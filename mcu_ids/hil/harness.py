@@ -221,6 +221,7 @@ def _record(index, sample_id, label, result, reference, round_trip_s, attempts) 
         "reference_predicted": int(np.argmax(reference)),
         "identical": bool(np.array_equal(output, reference)),
         "ticks": int(result.ticks),
+        "shift_score": int(result.shift_score),
         "round_trip_s": round(float(round_trip_s), 9),
         "attempts": int(attempts),
     }
@@ -258,12 +259,14 @@ def run_benchmark(
     expected_quantization: tuple[float, int, float, int] | None = None,
     meta: dict | None = None,
     attempts: int = DEFAULT_ATTEMPTS,
+    reference_shift: np.ndarray | None = None,
 ) -> BenchResult:
     """Handshake with the device on ``port``, send every row of ``inputs`` and write the report.
 
     ``inputs`` are int8 rows already quantized with the model's input parameters, ``reference``
-    the int8 outputs of the golden reference for the same rows. A device running another model
-    (hash, shape or ``expected_quantization`` differ) is refused before anything is sent.
+    the int8 outputs of the golden reference for the same rows; ``reference_shift`` the host's
+    distribution-shift scores of the rows, compared with the device's. A device running another
+    model (hash, shape or ``expected_quantization`` differ) is refused before anything is sent.
     """
     inputs = np.asarray(inputs, dtype=np.int8)
     labels = np.asarray(labels)
@@ -318,6 +321,8 @@ def run_benchmark(
                     round_trip_s,
                     tries,
                 )
+                if reference_shift is not None:
+                    record["reference_shift_score"] = int(reference_shift[index])
                 handle.write(json.dumps(record) + "\n")
                 handle.flush()
                 received += 1

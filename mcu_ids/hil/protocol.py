@@ -58,7 +58,7 @@ _CRC_POLY = 0x1021
 _CRC_INIT = 0xFFFF
 _HEADER = struct.Struct("<2sBHH")
 _HELLO_FIXED = struct.Struct("<BBHHIiIiIIIiH")
-_RESULT_FIXED = struct.Struct("<IH")
+_RESULT_FIXED = struct.Struct("<IHB")
 _ERROR = struct.Struct("<BBHi")
 
 
@@ -308,12 +308,13 @@ class Result:
     ticks: int
     input_crc: int
     output: bytes
+    shift_score: int = 0
 
     def output_int8(self) -> np.ndarray:
         return np.frombuffer(self.output, dtype=np.int8)
 
     def encode(self) -> bytes:
-        return _RESULT_FIXED.pack(self.ticks, self.input_crc) + self.output
+        return _RESULT_FIXED.pack(self.ticks, self.input_crc, self.shift_score) + self.output
 
     @classmethod
     def decode(cls, payload: bytes, n_classes: int) -> "Result":
@@ -325,8 +326,8 @@ class Result:
                 f"for {n_classes} classes",
                 hint="the firmware was built for another model; rebuild and flash it",
             )
-        ticks, input_crc = _RESULT_FIXED.unpack_from(payload)
-        return cls(ticks, input_crc, bytes(payload[_RESULT_FIXED.size :]))
+        ticks, input_crc, shift_score = _RESULT_FIXED.unpack_from(payload)
+        return cls(ticks, input_crc, bytes(payload[_RESULT_FIXED.size :]), shift_score)
 
 
 @dataclass(frozen=True)

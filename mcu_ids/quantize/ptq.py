@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mcu_ids.errors import DataError
+from mcu_ids.fileio import stdout_to_stderr
 from mcu_ids.model.network import NetworkConfig, deploy_copy
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def convert_int8(model, config: NetworkConfig, calibration: np.ndarray) -> bytes
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    with stdout_to_stderr():
+        return converter.convert()
 
 
 def io_quantization(tflite_bytes: bytes) -> tuple[Quantization, Quantization]:

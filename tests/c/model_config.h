@@ -13,5 +13,9 @@
 #define MCU_IDS_INPUT_ZERO_POINT -3
 #define MCU_IDS_OUTPUT_SCALE 3.90625e-3f
 #define MCU_IDS_OUTPUT_ZERO_POINT -128
+/* Shift bounds: inputs beyond +/-100 count as outside the training range. */
+#define MCU_IDS_SHIFT_THRESHOLD 2
+#define MCU_IDS_SHIFT_LOW { -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, -100 }
+#define MCU_IDS_SHIFT_HIGH { 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100 }
 
 #endif /* MCU_IDS_MODEL_CONFIG_H */

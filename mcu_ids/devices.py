@@ -1,0 +1,321 @@
+"""Build, flash, benchmark and stop: the steps that depend on the board."""
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mcu_ids.build.boards import Board, get_board
+from mcu_ids.errors import BoardError, FlashError
+from mcu_ids.fileio import write_json
+from mcu_ids.resources import asset_dir
+from mcu_ids.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+HOST_BINARY = "mcu-ids-firmware"
+BUILD_INFO = "build.json"
+TFLM_DIR_ENV = "MCU_IDS_TFLM_DIR"
+
+
+def _engine_for(board: Board, engine: str | None) -> str:
+    engine = engine or board.default_engine
+    if engine not in board.engines:
+        raise BoardError(
+            f"board {board.name} does not support the {engine} engine",
+            hint=f"use --engine {' or --engine '.join(board.engines)}",
+        )
+    return engine
+
+
+# --- build -----------------------------------------------------------------------------------
+
+
+def build_firmware(ws: Workspace, board_name: str, engine: str | None = None) -> dict:
+    """Render the board's firmware project from the exported model and build it where possible."""
+    from mcu_ids.export.tflm import check_fits, memory_report
+    from mcu_ids.pipeline import export_manifest
+
+    board = get_board(board_name)
+    engine = _engine_for(board, engine)
+    manifest = export_manifest(ws)
+    out = ws.build_dir(board.name)
+    out.mkdir(parents=True, exist_ok=True)
+    if board.toolchain == "gcc":
+        info = _build_host(ws, board, engine)
+    elif board.toolchain == "arm-none-eabi-gcc":
+        info = _build_stm32(ws, board, engine, manifest["model_sha256"])
+    else:
+        info = _build_espidf(ws, board, engine, manifest["model_sha256"])
+    model_bytes = ws.tflite_model.stat().st_size
+    if engine == "tflm":
+        model_flash, arena = model_bytes, manifest["tflm_arena"]["arena_bytes"]
+    else:
+        model_flash = manifest["native_engine"]["weight_bytes"]
+        arena = manifest["native_engine"]["scratch_bytes"]
+    # A built image already holds the model and its arena; the report separates the two parts.
+    report = memory_report(
+        board,
+        model_flash,
+        arena,
+        firmware_flash_bytes=max(info.get("flash_bytes", model_flash) - model_flash, 0),
+        firmware_ram_bytes=max(info.get("ram_bytes", arena) - arena, 0),
+    )
+    info.update(
+        board=board.name,
+        engine=engine,
+        model_sha256=manifest["model_sha256"],
+        memory=report.as_dict(),
+    )
+    write_json(out / BUILD_INFO, info)
+    log.info("%s", report.as_text())
+    check_fits(report)
+    return info
+
+
+def _build_host(ws: Workspace, board: Board, engine: str) -> dict:
+    from mcu_ids.build.host import build_host_firmware, host_firmware_sources
+
+    binary = build_host_firmware(
+        [*host_firmware_sources(), ws.export_dir / "engine_native.c"],
+        [ws.export_dir, asset_dir("firmware")],
+        ws.build_dir(board.name) / HOST_BINARY,
+        {"MCU_IDS_BOARD_NAME": board.name},
+    )
+    # The host has no flash budget worth checking; the model and arena are still reported.
+    return {"artifact": str(binary)}
+
+
+def _build_stm32(ws: Workspace, board: Board, engine: str, model_hash: str) -> dict:
+    from mcu_ids.build.stm32 import build_stm32_project, check_memory, render_stm32_project
+
+    tflm_dir = os.environ.get(TFLM_DIR_ENV)
+    project = render_stm32_project(
+        board,
+        engine,
+        ws.export_dir,
+        ws.build_dir(board.name) / "project",
+        model_hash,
+        tflm_dir=Path(tflm_dir) if tflm_dir else None,
+    )
+    result = build_stm32_project(project)
+    check_memory(result, board.name)
+    return {
+        "project": str(project),
+        "artifact": str(result.elf),
+        "binary": str(result.bin),
+        "flash_bytes": result.flash_bytes,
+        "ram_bytes": result.ram_bytes,
+    }
+
+
+def _build_espidf(ws: Workspace, board: Board, engine: str, model_hash: str) -> dict:
+    from mcu_ids.build.espidf import (
+        build_espidf_project,
+        build_instructions,
+        esp32_settings,
+        render_espidf_project,
+    )
+
+    project = render_espidf_project(
+        board,
+        engine,
+        ws.export_dir,
+        asset_dir("firmware"),
+        ws.build_dir(board.name) / "project",
+        model_hash,
+    )
+    result = build_espidf_project(project)
+    if result is None:
+        how = build_instructions(project, esp32_settings(board)["idf_target"])
+        log.warning("idf.py is not on PATH: the project is rendered, not built.\n%s", how)
+        return {"project": str(project), "built": False, "how_to_build": how}
+    return {
+        "project": str(project),
+        "built": True,
+        "artifact": str(result.app_bin),
+        "flash_bytes": result.app_size_bytes,
+    }
+
+
+def read_build_info(ws: Workspace, board: Board) -> dict:
+    """What `mcu-ids build` recorded for a board."""
+    return ws.read_json(ws.build_dir(board.name) / BUILD_INFO, f"build --board {board.name}")
+
+
+# --- flash -----------------------------------------------------------------------------------
+
+
+def flash_firmware(ws: Workspace, board_name: str, port: str | None = None) -> dict:
+    """Put the built firmware on the board; emulated boards are started and their port returned."""
+    board = get_board(board_name)
+    info = read_build_info(ws, board)
+    state = ws.device_state(board.name)
+    if board.flasher == "host-process":
+        from mcu_ids.flash.host import start_host_device, stop_host_device
+
+        if state.exists():
+            stop_host_device(state)
+        device = start_host_device(Path(info["artifact"]), state_file=state)
+        return {"board": board.name, "port": device.port, "pid": device.pid}
+    if board.flasher == "qemu":
+        from mcu_ids.flash.qemu import start_qemu, stop_qemu
+
+        if state.exists():
+            stop_qemu(state)
+        device = start_qemu(Path(info["artifact"]), board, state_file=state)
+        return {"board": board.name, "port": device.port, "pid": device.pid}
+    if board.flasher == "pyocd":
+        from mcu_ids.flash.pyocd_flasher import flash_stm32
+
+        flash_stm32(board, Path(info["artifact"]))
+        return {"board": board.name, "flashed": info["artifact"], "port": port}
+    if port is None:
+        raise FlashError(
+            f"flashing {board.name} needs --port",
+            hint="give the board's serial port, e.g. --port /dev/ttyUSB0",
+        )
+    if not info.get("built"):
+        raise FlashError(
+            f"the ESP-IDF project for {board.name} has not been built",
+            hint=info.get("how_to_build", "build it with idf.py"),
+        )
+    from mcu_ids.flash.esptool_flasher import flash_esp32
+
+    flash_esp32(board, Path(info["project"]), port)
+    return {"board": board.name, "port": port, "flashed": info["project"]}
+
+
+def stop_device(ws: Workspace, board_name: str) -> dict:
+    """Stop an emulated board started by `flash`."""
+    board = get_board(board_name)
+    state = ws.device_state(board.name)
+    if not state.exists():
+        return {"board": board.name, "stopped": False, "reason": "no running device recorded"}
+    if board.flasher == "host-process":
+        from mcu_ids.flash.host import stop_host_device
+
+        stopped = stop_host_device(state)
+    elif board.flasher == "qemu":
+        from mcu_ids.flash.qemu import stop_qemu
+
+        stopped = stop_qemu(state)
+    else:
+        return {"board": board.name, "stopped": False, "reason": "a real board keeps running"}
+    state.unlink(missing_ok=True)
+    return {"board": board.name, "stopped": bool(stopped)}
+
+
+def device_port(ws: Workspace, board: Board, port: str | None) -> str:
+    """The port to talk to: the one given, or the one an emulated board was started on."""
+    if port:
+        return port
+    state = ws.device_state(board.name)
+    if board.emulated and state.exists():
+        from mcu_ids.flash.host import find_running_device
+
+        found = find_running_device(state)
+        if found:
+            return found
+    hint = (
+        f"run `mcu-ids flash --board {board.name}` first"
+        if board.emulated
+        else "give the board's serial port with --port"
+    )
+    raise FlashError(f"no serial port for board {board.name}", hint=hint)
+
+
+# --- bench -----------------------------------------------------------------------------------
+
+
+def bench_device(
+    ws: Workspace,
+    board_name: str,
+    port: str | None,
+    *,
+    limit: int | None = None,
+    baud: int | None = None,
+    data_dir: Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> str:
+    """Benchmark the flashed device; returns the Markdown report."""
+    from mcu_ids.hil.harness import run_benchmark, select_samples
+    from mcu_ids.pipeline import bench_inputs, bench_meta, new_run_dir
+
+    board = get_board(board_name)
+    info = ws.read_json(ws.dataset_info, "data")
+    quant = ws.read_json(ws.quantization_info, "quantize")
+    port = device_port(ws, board, port)
+    build = read_build_info(ws, board)
+    source = bench_inputs(ws, data_dir, progress=progress)
+    picked = select_samples(source["labels"], limit, seed)
+    run_dir = new_run_dir(ws, board.name)
+    meta = bench_meta(ws, board, build["engine"], source)
+    meta["rows_available"] = int(len(source["labels"]))
+    meta["rows_selected"] = int(len(picked))
+    meta["memory"] = build.get("memory")
+    log.info(
+        "benchmarking %d rows on %s at %s; results in %s", len(picked), board.name, port, run_dir
+    )
+    result = run_benchmark(
+        port,
+        source["inputs"][picked],
+        source["labels"][picked],
+        source["reference"][picked],
+        expected_model_sha256=quant["model_sha256"],
+        class_names=info["class_names"],
+        out_dir=run_dir,
+        baud=baud or board.baud,
+        progress=progress,
+        sample_ids=np.asarray(picked),
+        expected_quantization=(
+            quant["input"]["scale"],
+            quant["input"]["zero_point"],
+            quant["output"]["scale"],
+            quant["output"]["zero_point"],
+        ),
+        meta=meta,
+        reference_shift=source["shift_scores"][picked],
+    )
+    return (result.out_dir / "report.md").read_text(encoding="utf-8")
+
+
+# --- everything ------------------------------------------------------------------------------
+
+
+def run_all(
+    ws: Workspace,
+    *,
+    board: str,
+    engine: str | None,
+    data_dir: Path | None,
+    view: str,
+    dedupe: bool,
+    epochs: int,
+    limit: int | None,
+    seed: int,
+    progress: bool,
+) -> str:
+    """Every step in order; an emulated board is started for the benchmark and stopped after it."""
+    from mcu_ids.model.train import TrainSettings
+    from mcu_ids.pipeline import export, prepare_data, quantize, train
+
+    board_obj = get_board(board)
+    _engine_for(board_obj, engine)
+    if not board_obj.emulated:
+        raise BoardError(
+            f"`mcu-ids run` drives emulated boards; {board} is real hardware",
+            hint="run the steps one by one: build, then flash and bench with --port",
+        )
+    prepare_data(ws, data_dir, view=view, dedupe=dedupe, seed=seed, progress=progress)
+    train(ws, TrainSettings(epochs=epochs, seed=seed), (16, 32), progress=progress)
+    quantize(ws, calibration_rows=1000, seed=seed, progress=progress)
+    export(ws, progress=progress)
+    build_firmware(ws, board, engine)
+    flash_firmware(ws, board)
+    try:
+        return bench_device(ws, board, None, limit=limit, seed=seed, progress=progress)
+    finally:
+        stop_device(ws, board)
