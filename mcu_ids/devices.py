@@ -213,9 +213,7 @@ def device_port(ws: Workspace, board: Board, port: str | None) -> str:
         return port
     state = ws.device_state(board.name)
     if board.emulated and state.exists():
-        from mcu_ids.flash.host import find_running_device
-
-        found = find_running_device(state)
+        found = _running_port(board, state)
         if found:
             return found
     hint = (
@@ -224,6 +222,18 @@ def device_port(ws: Workspace, board: Board, port: str | None) -> str:
         else "give the board's serial port with --port"
     )
     raise FlashError(f"no serial port for board {board.name}", hint=hint)
+
+
+def _running_port(board: Board, state: Path) -> str | None:
+    """The port of the emulated board recorded in ``state`` if it still runs."""
+    if board.flasher == "qemu":
+        from mcu_ids.flash.qemu import load_state
+
+        device = load_state(state)
+        return device.port if device.is_running() and os.path.exists(device.port) else None
+    from mcu_ids.flash.host import find_running_device
+
+    return find_running_device(state)
 
 
 # --- bench -----------------------------------------------------------------------------------
