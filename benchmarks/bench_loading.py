@@ -4,6 +4,7 @@ Writes a synthetic 45-column dataset once (about 8.8 M rows by default, the size
 CICIoMT2024 CSV set) and measures, each in a fresh Python process:
 
 - ``pandas``: ``pandas.read_csv`` of every file, then ``pandas.concat``;
+- ``uncached``: ``load_dataset(use_cache=False)`` (parses every CSV, writes no cache);
 - ``cold``: ``load_dataset`` with an empty cache folder (parses every CSV and fills the cache);
 - ``cached``: ``load_dataset`` again with that cache.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 FULL_SIZE_ROWS = 8_800_000
 N_CLASSES = 19
-METHODS = ("pandas", "cold", "cached")
+METHODS = ("pandas", "uncached", "cold", "cached")
 READ_CHUNK_BYTES = 1 << 24
 
 log = logging.getLogger("bench_loading")
@@ -57,7 +58,8 @@ def measure(method: str, folder: Path, cache_dir: Path) -> dict:
     else:
         from mcu_ids.data.reader import load_dataset
 
-        dataset = load_dataset(folder, progress=False, cache_dir=cache_dir)
+        use_cache = method != "uncached"
+        dataset = load_dataset(folder, progress=False, cache_dir=cache_dir, use_cache=use_cache)
         rows = len(dataset.y_train) + len(dataset.y_test)
     seconds = time.perf_counter() - start
     return {"method": method, "seconds": seconds, "rows": rows, "peak_bytes": peak_rss_bytes()}
