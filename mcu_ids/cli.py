@@ -209,12 +209,19 @@ def boards_cmd():
 @cli.command("build")
 @board_option
 @engine_option
+@click.option(
+    "--tflm-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="MCU_IDS_TFLM_DIR",
+    default=None,
+    help="TFLite Micro source tree (from create_tflm_tree.py) for STM32 TFLM builds.",
+)
 @pass_ctx
-def build_cmd(ctx, board, engine):
+def build_cmd(ctx, board, engine, tflm_dir):
     """Generate and build the firmware for a board."""
     from mcu_ids.devices import build_firmware
 
-    _echo(build_firmware(ctx.ws, board, engine))
+    _echo(build_firmware(ctx.ws, board, engine, tflm_dir))
 
 
 @cli.command("flash")
@@ -298,6 +305,36 @@ def run_cmd(ctx, board, engine, data_dir, view, dedupe, epochs, limit, seed):
             dedupe=dedupe,
             epochs=epochs,
             limit=limit,
+            seed=seed,
+            progress=ctx.progress,
+        )
+    )
+
+
+@cli.command("evaluate")
+@click.option(
+    "--protocol",
+    type=click.Choice(["random", "files", "group", "all"]),
+    default="all",
+    show_default=True,
+    help="How to split rows into training and test rows (see docs: evaluation protocols).",
+)
+@data_option
+@view_option
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@seed_option
+@pass_ctx
+def evaluate_cmd(ctx, protocol, data_dir, view, epochs, seed):
+    """Train and score the network under each evaluation protocol; print one table."""
+    from mcu_ids.model.protocols import evaluate_protocols
+
+    click.echo(
+        evaluate_protocols(
+            ctx.ws,
+            data_dir,
+            protocol,
+            view=view,
+            epochs=epochs,
             seed=seed,
             progress=ctx.progress,
         )

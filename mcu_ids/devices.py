@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 
 HOST_BINARY = "mcu-ids-firmware"
 BUILD_INFO = "build.json"
-TFLM_DIR_ENV = "MCU_IDS_TFLM_DIR"
 
 
 def _engine_for(board: Board, engine: str | None) -> str:
@@ -32,7 +31,9 @@ def _engine_for(board: Board, engine: str | None) -> str:
 # --- build -----------------------------------------------------------------------------------
 
 
-def build_firmware(ws: Workspace, board_name: str, engine: str | None = None) -> dict:
+def build_firmware(
+    ws: Workspace, board_name: str, engine: str | None = None, tflm_dir: Path | None = None
+) -> dict:
     """Render the board's firmware project from the exported model and build it where possible."""
     from mcu_ids.export.tflm import check_fits, memory_report
     from mcu_ids.pipeline import export_manifest
@@ -45,7 +46,7 @@ def build_firmware(ws: Workspace, board_name: str, engine: str | None = None) ->
     if board.toolchain == "gcc":
         info = _build_host(ws, board, engine)
     elif board.toolchain == "arm-none-eabi-gcc":
-        info = _build_stm32(ws, board, engine, manifest["model_sha256"])
+        info = _build_stm32(ws, board, engine, manifest["model_sha256"], tflm_dir)
     else:
         info = _build_espidf(ws, board, engine, manifest["model_sha256"])
     model_bytes = ws.tflite_model.stat().st_size
@@ -87,17 +88,18 @@ def _build_host(ws: Workspace, board: Board, engine: str) -> dict:
     return {"artifact": str(binary)}
 
 
-def _build_stm32(ws: Workspace, board: Board, engine: str, model_hash: str) -> dict:
+def _build_stm32(
+    ws: Workspace, board: Board, engine: str, model_hash: str, tflm_dir: Path | None
+) -> dict:
     from mcu_ids.build.stm32 import build_stm32_project, check_memory, render_stm32_project
 
-    tflm_dir = os.environ.get(TFLM_DIR_ENV)
     project = render_stm32_project(
         board,
         engine,
         ws.export_dir,
         ws.build_dir(board.name) / "project",
         model_hash,
-        tflm_dir=Path(tflm_dir) if tflm_dir else None,
+        tflm_dir=tflm_dir,
     )
     result = build_stm32_project(project)
     check_memory(result, board.name)

@@ -32,3 +32,18 @@ def sample_dir() -> Path:
     if not SAMPLE_DIR.is_dir():
         pytest.skip(f"real sample not found at {SAMPLE_DIR}")
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def sample_workspace(tmp_path_factory, sample_dir):
+    """A workspace trained, quantized and exported on the real sample (few epochs, for speed)."""
+    from mcu_ids.model.train import TrainSettings
+    from mcu_ids.pipeline import export, prepare_data, quantize, train
+    from mcu_ids.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("sample-ws"))
+    prepare_data(ws, sample_dir, progress=False)
+    train(ws, TrainSettings(epochs=6, seed=0), (16, 32), progress=False)
+    quantize(ws, calibration_rows=500, progress=False)
+    export(ws, progress=False)
+    return ws

@@ -1,5 +1,6 @@
 """The board registry: one TOML data file per board in ``boards/``, checked on load."""
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 from mcu_ids.errors import BoardError
 from mcu_ids.resources import asset_dir
 
+BOARDS_DIR_ENV = "MCU_IDS_BOARDS_DIR"
 ENGINES = ("native", "tflm")
 TOOLCHAINS = ("gcc", "arm-none-eabi-gcc", "esp-idf")
 FLASHERS = ("host-process", "qemu", "pyocd", "esptool")
@@ -143,9 +145,23 @@ def parse_board(path: Path) -> Board:
 
 
 def board_files(folder: Path | None = None) -> list[Path]:
-    """The board data files, sorted by name."""
-    folder = Path(folder) if folder else asset_dir("boards")
-    return sorted(folder.glob("*.toml"))
+    """The board data files, sorted by name.
+
+    Without ``folder``: the boards shipped with mcu-ids, plus those in the folder named by the
+    ``MCU_IDS_BOARDS_DIR`` environment variable, where a file of the same name wins.
+    """
+    if folder is not None:
+        return sorted(Path(folder).glob("*.toml"))
+    found = {path.stem: path for path in asset_dir("boards").glob("*.toml")}
+    extra = os.environ.get(BOARDS_DIR_ENV)
+    if extra:
+        if not Path(extra).is_dir():
+            raise BoardError(
+                f"{BOARDS_DIR_ENV} names {extra}, which is not a folder",
+                hint=f"unset {BOARDS_DIR_ENV} or point it at a folder of board .toml files",
+            )
+        found.update({path.stem: path for path in Path(extra).glob("*.toml")})
+    return [found[name] for name in sorted(found)]
 
 
 def load_boards(folder: Path | None = None) -> dict[str, Board]:

@@ -433,7 +433,7 @@ def _check_tflm_dir(tflm_dir) -> None:
             f"TFLite Micro source tree {tflm_dir or '(none given)'} not found (expected {marker})",
             hint="clone github.com/tensorflow/tflite-micro, run "
             "tensorflow/lite/micro/tools/project_generation/create_tflm_tree.py <folder> "
-            "in it, and pass that folder as the TFLM directory",
+            "in it, and pass that folder with --tflm-dir",
         )
 
 

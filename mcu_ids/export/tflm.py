@@ -341,10 +341,16 @@ class MemoryReport:
         for name, used, budget in rows:
             share = 100.0 * used / budget
             lines.append(f"  {name:<5} {_kib(used):>9} of {_kib(budget):>9} ({share:5.1f} %)")
+        if self.firmware_flash_bytes or self.firmware_ram_bytes:
+            rest = (
+                f"rest of the firmware {_kib(self.firmware_flash_bytes)} flash, "
+                f"{_kib(self.firmware_ram_bytes)} RAM (from the built image)"
+            )
+        else:
+            rest = "rest of the firmware not measured (not built here): model and arena only"
         lines.append(
-            f"  model {_kib(self.model_flash_bytes)}, firmware estimate "
-            f"{_kib(self.firmware_flash_bytes)} flash; arena {_kib(self.arena_bytes)}, "
-            f"firmware estimate {_kib(self.firmware_ram_bytes)} RAM"
+            f"  model {_kib(self.model_flash_bytes)} flash, arena {_kib(self.arena_bytes)} RAM; "
+            + rest
         )
         return "\n".join(lines)
 
