@@ -341,36 +341,6 @@ def evaluate_cmd(ctx, protocol, data_dir, view, epochs, seed):
     )
 
 
-@cli.command("evaluate")
-@click.option(
-    "--protocol",
-    type=click.Choice(["random", "files", "group", "all"]),
-    default="all",
-    show_default=True,
-    help="How to split rows into training and test rows (see docs: evaluation protocols).",
-)
-@data_option
-@view_option
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@seed_option
-@pass_ctx
-def evaluate_cmd(ctx, protocol, data_dir, view, epochs, seed):
-    """Train and score the network under each evaluation protocol; print one table."""
-    from mcu_ids.model.protocols import evaluate_protocols
-
-    click.echo(
-        evaluate_protocols(
-            ctx.ws,
-            data_dir,
-            protocol,
-            view=view,
-            epochs=epochs,
-            seed=seed,
-            progress=ctx.progress,
-        )
-    )
-
-
 # TensorFlow reads these when it is first imported: keep its C++ start-up chatter off the terminal
 # and use its deterministic (non-oneDNN) CPU kernels so a seed reproduces a model.
 _TF_ENVIRONMENT = {
