@@ -192,6 +192,7 @@ def _markdown(report: dict, device_table: str | None, reference_table: str | Non
     ]
     if report.get("files", {}).get("latency_plot"):
         lines += [f"![latency]({LATENCY_PNG})", ""]
+    lines += _energy_markdown(report.get("energy", []))
     if device_table:
         lines += ["## On-device classification", "", device_table]
         lines += [f"Confusion matrix: `{DEVICE_METRICS}_confusion.csv`", ""]
@@ -204,14 +205,34 @@ def _markdown(report: dict, device_table: str | None, reference_table: str | Non
     return "\n".join(lines) + "\n"
 
 
+def _energy_markdown(energy: list[dict]) -> list[str]:
+    if not energy:
+        return []
+    lines = [
+        "## Energy per inference",
+        "",
+        "| kind | µJ per inference | method |",
+        "|---|---:|---|",
+    ]
+    for entry in energy:
+        value = entry.get("uj_per_inference")
+        shown = "n/a" if value is None else f"{value:.4g}"
+        lines.append(f"| {entry['kind'].upper()} | {shown} | {entry['method']} |")
+    return lines + [""]
+
+
 def write_bench_report(
     out_dir: Path, results: list[dict], *, handshake: dict, class_names: list[str], meta: dict
 ) -> dict:
-    """Write ``report.json``, ``report.md``, metrics, confusion matrix and latency figure.
+    """Write ``report.json``, ``report.md``, ``report.html``, metrics, CSVs and figures.
 
     Works on any number of rows, including none (a run stopped before the first answer).
-    Returns the report as a dict.
+    Energy: the board-data estimate, plus measured results saved in the folder's
+    ``energy.json``. Returns the report as a dict.
     """
+    from mcu_ids.hil import html_report
+    from mcu_ids.hil.energy import estimate_for_report, load_energy
+
     out_dir = Path(out_dir)
     report = {
         "handshake": handshake,
@@ -221,7 +242,9 @@ def write_bench_report(
         "latency": _latency(results, handshake),
         "files": {"results": RESULTS_FILE},
     }
+    report["energy"] = [estimate_for_report(report), *load_energy(out_dir)]
     device_table = reference_table = None
+    device = reference = None
     if results:
         labels = np.array([r["label"] for r in results])
         device = classification_metrics(
@@ -240,12 +263,48 @@ def write_bench_report(
             confusion_png=f"{DEVICE_METRICS}_confusion.png",
             reference_metrics=f"{REFERENCE_METRICS}.json",
             latency_plot=LATENCY_PNG,
+            results_csv=html_report.RESULTS_CSV,
+            per_class_csv=html_report.PER_CLASS_CSV,
         )
+        html_report.write_results_csv(out_dir, results, class_names)
+        html_report.write_per_class_csv(out_dir, device, reference)
         _save_latency_plot(report["latency"], results, out_dir / LATENCY_PNG)
         device_table = format_metrics_table(device, "On the device")
         reference_table = format_metrics_table(reference, "Host reference (golden int8 outputs)")
     report["files"]["report_md"] = REPORT_MD
+    report["files"]["report_html"] = html_report.REPORT_HTML
     write_json(out_dir / REPORT_JSON, report)
     write_atomic(out_dir / REPORT_MD, _markdown(report, device_table, reference_table))
-    log.info("benchmark report written to %s", out_dir / REPORT_MD)
+    html_report.write_html_report(
+        out_dir,
+        report,
+        results=results,
+        device_metrics=device,
+        reference_metrics=reference,
+        energy=report["energy"],
+    )
+    log.info("benchmark report written to %s and %s", out_dir / REPORT_MD, html_report.REPORT_HTML)
     return report
+
+
+def rewrite_bench_report(run_dir: Path) -> dict:
+    """Write a run folder's reports again from its saved results (after adding energy, say)."""
+    run_dir = Path(run_dir)
+    path = run_dir / REPORT_JSON
+    if not path.exists():
+        raise McuIdsError(
+            f"{run_dir} is not a benchmark run (no {REPORT_JSON})",
+            hint="give a folder under <workdir>/runs/ written by `mcu-ids bench`",
+        )
+    report = json.loads(path.read_text(encoding="utf-8"))
+    metrics_path = run_dir / f"{DEVICE_METRICS}.json"
+    class_names = []
+    if metrics_path.exists():
+        class_names = json.loads(metrics_path.read_text(encoding="utf-8"))["class_names"]
+    return write_bench_report(
+        run_dir,
+        load_results(run_dir),
+        handshake=report["handshake"],
+        class_names=class_names,
+        meta=report["meta"],
+    )
