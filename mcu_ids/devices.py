@@ -254,6 +254,7 @@ def bench_device(
 ) -> str:
     """Benchmark the flashed device; returns the Markdown report."""
     from mcu_ids.hil.harness import run_benchmark, select_samples
+    from mcu_ids.model.shift import format_shift_report, write_shift_report
     from mcu_ids.pipeline import bench_inputs, bench_meta, new_run_dir
 
     board = get_board(board_name)
@@ -291,7 +292,9 @@ def bench_device(
         meta=meta,
         reference_shift=source["shift_scores"][picked],
     )
-    return (result.out_dir / "report.md").read_text(encoding="utf-8")
+    report = (result.out_dir / "report.md").read_text(encoding="utf-8")
+    shift = write_shift_report(result.out_dir, info["class_names"], quant["shift"]["threshold"])
+    return report + "\n" + format_shift_report(shift)
 
 
 # --- everything ------------------------------------------------------------------------------
