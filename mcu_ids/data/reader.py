@@ -42,6 +42,7 @@ from tqdm import tqdm
 from mcu_ids.data import labels as taxonomy
 from mcu_ids.data.schema import columns_of, detect_variant, parse_header
 from mcu_ids.errors import DataError
+from mcu_ids.fileio import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -347,10 +348,7 @@ def _save_cache(x: np.ndarray, stats: dict, npy: Path, meta: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     # The stats file is written last: an entry counts as present only when both files exist.
-    fd, tmp = tempfile.mkstemp(prefix=f".{meta.name}.", dir=meta.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(stats, handle)
-    os.replace(tmp, meta)
+    write_atomic(meta, json.dumps(stats))
 
 
 def _load_cache(npy: Path, meta: Path) -> tuple[np.ndarray, dict] | None:
