@@ -69,7 +69,7 @@ _CURRENT_NAMES = ("current", "i", "current_a")
 _VOLTAGE_NAMES = ("voltage", "v", "bus", "vbus", "supply")
 _MARKER_NAMES = ("marker", "gpio", "d0", "logic")
 # "current_mA", "Current(uA)", "current [mA]", "time us"
-_HEADER = re.compile(r"^\s*([A-Za-z0-9]+?)[\s_]*[\(\[]?\s*([A-Za-zµ]*)\s*[\)\]]?\s*$")
+_HEADER = re.compile(r"^([a-z0-9]+)(?:[\s_]*[\(\[]\s*([a-zµ]+)\s*[\)\]]|[\s_]+([a-zµ]+))?$")
 
 
 @dataclass
@@ -265,10 +265,11 @@ def estimate_energy(board, latency_us: float, tick_kind: str = "") -> EnergyResu
 
 
 def _split_header(name: str) -> tuple[str, str]:
-    match = _HEADER.match(name.replace("-", "_"))
+    text = name.strip().lower().replace("-", "_")
+    match = _HEADER.match(text)
     if not match:
-        return name.strip().lower(), ""
-    return match.group(1).lower(), match.group(2).lower()
+        return text, ""
+    return match.group(1), match.group(2) or match.group(3) or ""
 
 
 def _find_column(header: list[str], names, units: dict, what: str, path, required: bool):

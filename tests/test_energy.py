@@ -1,0 +1,255 @@
+"""Energy meters against simulated sources of known waveforms, and the board-data estimate.
+
+Each source emits a square wave: current I_high while the marker is high for T_on, I_low
+otherwise. The energy of one inference is then V x I_high x T_on exactly; the meters must find
+it within the tolerance stated at each test (set by the source's own quantization).
+"""
+
+import os
+import select
+import threading
+import time
+import tty
+
+import numpy as np
+import pytest
+
+from mcu_ids.build.boards import get_board
+from mcu_ids.errors import BoardError, DataError
+from mcu_ids.hil.energy import (
+    ESTIMATED,
+    MEASURED,
+    InaSerialMeter,
+    PowerTrace,
+    Ppk2Meter,
+    estimate_energy,
+    integrate_marker_spans,
+    integrate_whole_trace,
+    marker_spans,
+    measure_while,
+    read_trace_csv,
+)
+
+PERIODS = 40
+LOW_SAMPLES = 30
+HIGH_SAMPLES = 20
+
+
+def _square_wave(low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """Current and marker of PERIODS periods, starting and ending low."""
+    marker = np.tile(np.r_[np.zeros(LOW_SAMPLES), np.ones(HIGH_SAMPLES)], PERIODS)
+    marker = np.r_[marker, np.zeros(LOW_SAMPLES)].astype(bool)
+    return np.where(marker, high, low), marker
+
+
+# --- integration and the CSV import ------------------------------------------------------------
+
+
+def test_marker_spans_leave_out_cut_spans():
+    marker = np.array([1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 1, 1], dtype=bool)
+    assert marker_spans(marker) == [(4, 7), (8, 9)]
+    assert marker_spans(np.zeros(5, dtype=bool)) == []
+
+
+def test_csv_trace_with_voltage_column(tmp_path):
+    dt_s = 1e-4
+    current_a, marker = _square_wave(0.010, 0.050)
+    t = np.arange(len(marker)) * dt_s
+    lines = ["t_s,current_mA,voltage_V,marker"]
+    lines += [
+        f"{ti:.6f},{ci * 1e3:.3f},3.3,{int(m)}"
+        for ti, ci, m in zip(t, current_a, marker, strict=True)
+    ]
+    path = tmp_path / "trace.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = integrate_marker_spans(read_trace_csv(path))
+    assert result.kind == MEASURED
+    assert result.inferences == PERIODS
+    expected_uj = 3.3 * 0.050 * HIGH_SAMPLES * dt_s * 1e6
+    assert result.uj_per_inference == pytest.approx(expected_uj, rel=1e-9)
+
+
+def test_csv_trace_with_units_in_brackets_and_supply_given(tmp_path):
+    # The layout of a Power Profiler export: milliseconds and microamperes, no voltage.
+    current_a, marker = _square_wave(0.002, 0.030)
+    lines = ["Timestamp(ms),Current(uA),marker"]
+    lines += [
+        f"{i * 0.01:.2f},{c * 1e6:.1f},{int(m)}"
+        for i, (c, m) in enumerate(zip(current_a, marker, strict=True))
+    ]
+    path = tmp_path / "export.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = integrate_marker_spans(read_trace_csv(path, supply_v=1.8), inferences_per_span=4)
+    expected_uj = 1.8 * 0.030 * HIGH_SAMPLES * 10e-6 * 1e6 / 4
+    assert result.uj_per_inference == pytest.approx(expected_uj, rel=1e-6)
+    assert result.inferences == 4 * PERIODS
+
+
+def test_csv_errors_name_the_problem(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("time_fortnights,current_mA\n1,2\n2,3\n")
+    with pytest.raises(DataError, match="no known time unit"):
+        read_trace_csv(path, supply_v=3.3)
+    path.write_text("t_s,current_mA\n0,2\n1,3\n")
+    with pytest.raises(DataError, match="no voltage column"):
+        read_trace_csv(path)
+    trace = read_trace_csv(path, supply_v=2.0)
+    with pytest.raises(DataError, match="no marker"):
+        integrate_marker_spans(trace)
+    # Without a marker: the whole trace over a given count (2 samples of 1 s each).
+    assert integrate_whole_trace(trace, 10).uj_per_inference == pytest.approx(
+        (2.0 * 0.002 + 2.0 * 0.003) / 10 * 1e6
+    )
+
+
+def test_trace_rejects_times_that_go_back():
+    with pytest.raises(DataError, match="do not increase"):
+        PowerTrace([0.0, 2.0, 1.0], [0, 0, 0], 3.3, None, "test")
+
+
+# --- the estimate ------------------------------------------------------------------------------
+
+
+def test_estimate_from_board_data():
+    board = get_board("nucleo-f446re")
+    result = estimate_energy(board, 250.0, "cpu-cycles")
+    assert result.kind == ESTIMATED
+    assert result.uj_per_inference == pytest.approx(3.3 * 0.038 * 250.0)
+    assert board.current_source in result.method
+    assert "estimate of an estimate" not in result.method
+    emulated = estimate_energy(get_board("qemu-f405"), 100.0, "emulated-instructions")
+    assert "estimate of an estimate" in emulated.method
+
+
+def test_estimate_refused_for_host():
+    with pytest.raises(BoardError, match="no active current"):
+        estimate_energy(get_board("host"), 10.0)
+
+
+# --- INA219/INA226 over a serial bridge (a pty plays the bridge) --------------------------------
+
+
+def _pty_pair():
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    return master, os.ttyname(slave), slave
+
+
+def test_ina_bridge_square_wave_over_pty():
+    master, port, slave = _pty_pair()
+    current_a, marker = _square_wave(0.012, 0.045)
+    step_us = 100
+    lines = ["t_us,bus_mV,current_uA,marker", "# INA226 bridge"]
+    lines += [
+        f"{1_000_000 + i * step_us},3300,{c * 1e6:.0f},{int(m)}"
+        for i, (c, m) in enumerate(zip(current_a, marker, strict=True))
+    ]
+    lines.insert(5, "garbage line")
+
+    def bridge():
+        # A partial line first: the meter must drop what it joined mid-line.
+        os.write(master, b"0,33")
+        for start in range(0, len(lines), 50):
+            os.write(master, ("\n".join(lines[start : start + 50]) + "\n").encode())
+            time.sleep(0.002)
+        time.sleep(0.3)
+
+    meter = InaSerialMeter(port)
+    try:
+        _, result = measure_while(meter, bridge)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert result.inferences == PERIODS
+    expected_uj = 3.3 * 0.045 * HIGH_SAMPLES * step_us
+    # Currents are printed in whole microamperes: 0.5 µA in 45 mA.
+    assert result.uj_per_inference == pytest.approx(expected_uj, rel=1e-4)
+
+
+# --- Nordic PPK2 (a pty plays the PPK2; the real ppk2-api package reads it) ---------------------
+
+PPK2_RANGE = 2
+PPK2_R_OHM = 10.0  # calibration value the simulated PPK2 reports for range 2
+PPK2_ADC_MULT = 1.8 / 163840
+GET_META_DATA = 0x19
+AVERAGE_START = 0x06
+AVERAGE_STOP = 0x07
+# Bytes of each command the PPK2 takes (opcode included), to split what arrives in one read.
+PPK2_COMMAND_BYTES = {0x06: 1, 0x07: 1, 0x0C: 2, 0x0D: 3, 0x11: 2, 0x19: 1}
+
+
+def _ppk2_sample(current_a: float, logic: int) -> bytes:
+    """One 4-byte PPK2 sample: 14-bit ADC code (current = code x 4 x adc_mult / R), range, logic."""
+    code = round(current_a * PPK2_R_OHM / (4 * PPK2_ADC_MULT))
+    assert 0 <= code < 2**14
+    word = code | (PPK2_RANGE << 14) | (logic << 24)
+    return word.to_bytes(4, "little")
+
+
+class _SimulatedPpk2(threading.Thread):
+    """Answers the calibration request and streams samples between start and stop."""
+
+    def __init__(self, master: int, stream: bytes):
+        super().__init__(daemon=True)
+        self.master = master
+        self.stream = stream
+        self.commands = []
+        self.done = threading.Event()
+
+    def run(self):
+        metadata = (
+            f"Calibrated: 1\nR{PPK2_RANGE}: {PPK2_R_OHM}\nGS{PPK2_RANGE}: 0\n"
+            f"GI{PPK2_RANGE}: 1\nO{PPK2_RANGE}: 0\nHW: 9173\nmode: 2\nEND\n"
+        ).encode()
+        while not self.done.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if not ready:
+                continue
+            data = os.read(self.master, 64)
+            while data:
+                size = PPK2_COMMAND_BYTES[data[0]]
+                command, data = data[:size], data[size:]
+                self.commands.append(command)
+                self._obey(command[0], metadata)
+
+    def _obey(self, opcode: int, metadata: bytes) -> None:
+        if opcode == GET_META_DATA:
+            os.write(self.master, metadata)
+        elif opcode == AVERAGE_START:
+            # Odd-sized chunks so samples straddle reads, as they do on the USB link.
+            for start in range(0, len(self.stream), 1001):
+                os.write(self.master, self.stream[start : start + 1001])
+                time.sleep(0.001)
+        elif opcode == AVERAGE_STOP:
+            self.done.set()
+
+
+def test_ppk2_square_wave_over_pty():
+    pytest.importorskip("ppk2_api")
+    master, port, slave = _pty_pair()
+    current_a, marker = _square_wave(0.004, 0.040)
+    # D0 carries the marker; D3 toggles on its own and must not count.
+    logic = marker.astype(int) | ((np.arange(len(marker)) % 7 == 0).astype(int) << 3)
+    stream = b"".join(_ppk2_sample(c, int(b)) for c, b in zip(current_a, logic, strict=True))
+    device = _SimulatedPpk2(master, stream)
+    device.start()
+    meter = Ppk2Meter(3.0, port)
+    try:
+        _, result = measure_while(meter, lambda: time.sleep(0.5))
+    finally:
+        device.done.set()
+        device.join()
+        os.close(master)
+        os.close(slave)
+    assert result.inferences == PERIODS
+    assert result.details["samples"] == len(marker)
+    expected_uj = 3.0 * 0.040 * HIGH_SAMPLES * 10e-6 * 1e6
+    # ADC codes quantize the current to 4.4 µA: under 1e-4 of 40 mA.
+    assert result.uj_per_inference == pytest.approx(expected_uj, rel=1e-4)
+    # REGULATOR_SET: 3000 mV is 2232 steps over the 768 mV base, sent as (3 + 2232 // 256, rest).
+    assert bytes([0x0D, 3 + 8, 2232 - 8 * 256]) in device.commands
+
+
+def test_ppk2_refuses_a_voltage_it_cannot_source():
+    with pytest.raises(BoardError, match="800-5000 mV"):
+        Ppk2Meter(0.5, "/dev/null")
