@@ -190,3 +190,13 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     # A blank page is one colour; the figures and tables make many.
     assert pixels.std() > 0.05
     assert len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50
+
+
+def test_qemu_ticks_convert_to_instructions():
+    from mcu_ids.hil.html_report import work_per_tick
+
+    # qemu-f405: -icount shift=0 runs 1e9 instructions per virtual second; SysTick 168 MHz.
+    factor, unit = work_per_tick("emulated-instructions", 168_000_000, "qemu-f405")
+    assert unit == "instructions"
+    assert factor == pytest.approx(1e9 / 168e6)
+    assert work_per_tick("cpu-cycles", 180_000_000, "nucleo-f446re") == (1.0, "cycles")

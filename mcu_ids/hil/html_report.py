@@ -24,6 +24,7 @@ PER_CLASS_CSV = "per_class.csv"
 MODEL_RELATIVE = Path("model") / "model_int8.tflite"
 FIGURE_DPI = 110
 TICK_UNITS = {"cpu-cycles": "cycles", "emulated-instructions": "instructions", "ns": "ns"}
+NS_PER_S = 1e9
 _RESULT_COLUMNS = (
     "index",
     "sample",
@@ -152,7 +153,25 @@ def layer_cost_png(layers: list[dict], unit: str) -> bytes:
     return _figure_png(fig)
 
 
-# --- model cost --------------------------------------------------------------------------------
+# --- model cost ---
+
+
+def work_per_tick(tick_kind: str, tick_hz: float, board_name: str | None) -> tuple[float, str]:
+    """What one device tick is worth: (factor, unit), e.g. (1.0, "cycles").
+
+    Under QEMU ``-icount shift=N`` the guest runs one instruction per 2**N virtual nanoseconds
+    while SysTick counts at the board's clock in virtual time, so one tick is
+    1e9 / 2**N / tick_hz instructions (about 5.95 at 168 MHz and shift 0).
+    """
+    if tick_kind == "emulated-instructions" and tick_hz:
+        from mcu_ids.build.boards import get_board
+
+        try:
+            shift = get_board(board_name or "").section("qemu")["icount_shift"]
+        except (McuIdsError, KeyError):
+            return 1.0, "ticks"
+        return NS_PER_S / 2**shift / tick_hz, "instructions"
+    return 1.0, TICK_UNITS.get(tick_kind, "ticks")
 
 
 def model_macs(run_dir: Path, meta: dict, model_path: Path | None = None) -> list | None:
@@ -238,7 +257,9 @@ device times the engine call only.</p>
 </table>
 {% if per_mac %}<p id="per-mac">Model: {{ per_mac.macs }} MACs per inference;
 {{ fmt(per_mac.value) }} {{ per_mac.unit }} per MAC (median ticks / MACs, whole inference,
-all overheads included).</p>{% endif %}
+all overheads included{% if per_mac.unit != "ticks" and device.tick_kind ==
+"emulated-instructions" %}; ticks converted to instructions by the QEMU instruction clock over the
+tick rate{% endif %}).</p>{% endif %}
 {% if images.latency %}<img alt="latency histogram" src="{{ images.latency }}">{% endif %}
 {% if windows %}<h3>Latency windows</h3>{{ table(windows) }}{% endif %}
 {% if layers %}<h3>Per-layer cost</h3>{{ table(layers) }}
@@ -321,13 +342,19 @@ def render_html_report(
     meta = report["meta"]
     device = report["latency"]["device"]
     unit = TICK_UNITS.get(device.get("tick_kind"), "ticks")
+    factor, work_unit = work_per_tick(
+        device.get("tick_kind", ""), device.get("tick_hz") or 0, meta.get("board")
+    )
     headline = {
         "device": report.get("device_metrics", {}),
         "host reference (same rows)": report.get("reference_metrics", {}),
         "host int8 (test split)": meta.get("host_int8_metrics") or {},
         "host float (test split)": meta.get("host_float_metrics") or {},
     }
-    latency_rows = [(f"device {unit}", device.get("ticks", {}))]
+    latency_rows = [("device ticks", device.get("ticks", {}))]
+    if work_unit != unit or factor != 1.0:
+        scaled = {k: v * factor for k, v in device.get("ticks", {}).items() if k != "count"}
+        latency_rows.append((f"device {work_unit}", scaled))
     if "us" in device:
         latency_rows.append(("device µs", device["us"]))
     latency_rows.append(("host round trip ms", report["latency"].get("round_trip_ms", {})))
@@ -347,10 +374,11 @@ def render_html_report(
     per_mac = None
     median_ticks = device.get("ticks", {}).get("median")
     if total_macs and median_ticks:
-        per_mac = {"macs": total_macs, "value": median_ticks / total_macs, "unit": unit}
+        per_mac = {"macs": total_macs, "value": median_ticks * factor / total_macs}
+        per_mac["unit"] = work_unit
     layers = layer_costs(results, macs)
     if layers:
-        images["layers"] = png_data_uri(layer_cost_png(layers, unit))
+        images["layers"] = png_data_uri(layer_cost_png(layers, "ticks"))
     env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
     template = env.from_string(_TEMPLATE)
     return template.render(
