@@ -294,6 +294,12 @@ def bench_device(
     )
     report = (result.out_dir / "report.md").read_text(encoding="utf-8")
     shift = write_shift_report(result.out_dir, info["class_names"], quant["shift"]["threshold"])
+    if data_dir is None:
+        from mcu_ids.model.explain import explain_run
+
+        explain_run(ws, result.out_dir)
+    else:
+        log.info("no explanations: rows of --data are not the prepared test rows")
     return report + "\n" + format_shift_report(shift)
 
 
