@@ -99,7 +99,14 @@ def test_cmake_files_parse_and_list_existing_sources(generated_dir, tmp_path):
     sources = {m.split("=", 1)[1] for m in messages if m.startswith("SRC=")}
     requires = {m.split("=", 1)[1] for m in messages if m.startswith("REQUIRES=")}
     assert "PROJECT=mcu_ids_esp32_tflm" in messages
-    assert sources == {"app.c", "protocol.c", "platform_esp32.c", "engine_tflm.cc", "model_data.c"}
+    assert sources == {
+        "app.c",
+        "protocol.c",
+        "shift.c",
+        "platform_esp32.c",
+        "engine_tflm.cc",
+        "model_data.c",
+    }
     assert requires == {"driver", "espressif__esp-tflite-micro"}
 
 
