@@ -350,6 +350,29 @@ _TF_ENVIRONMENT = {
 }
 
 
+@cli.group("report")
+def report_group():
+    """Work with benchmark reports."""
+
+
+@report_group.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the table as HTML here.",
+)
+def report_compare_cmd(runs, html_path):
+    """Put benchmark runs (boards, engines, models) side by side."""
+    from mcu_ids.hil.compare import compare_markdown, write_compare_html
+
+    click.echo(compare_markdown(list(runs)), nl=False)
+    if html_path:
+        write_compare_html(list(runs), html_path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning mcu-ids errors into one line and an exit code."""
     import os

@@ -365,6 +365,7 @@ def bench_meta(ws: Workspace, board, engine: str, source: dict) -> dict:
         "emulated": board.emulated,
         "engine": engine,
         "dataset": source["source"],
+        "synthetic": bool(source["synthetic"]),
         "data": SYNTHETIC_NOTE if source["synthetic"] else "real CICIoMT2024 rows",
         "split": source["split"],
         "view": info["view"],

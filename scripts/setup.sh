@@ -29,5 +29,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 echo "setup: installing the mcu-ids Python package" >&2
-python3 -m pip install -q --disable-pip-version-check -e "${here}[dev,flash]"
+python3 -m pip install -q --disable-pip-version-check -e "${here}[dev,flash,energy]"
 echo "setup: done; try \`mcu-ids --help\`" >&2
