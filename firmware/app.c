@@ -23,6 +23,15 @@
 #define APP_FRAME_GAP_MS 100u
 #define APP_READ_CHUNK 64u
 
+/*
+ * Bytes the board layer can hold while an inference runs (a UART ring buffer, the host's pty
+ * buffer). The harness keeps no more than this in flight. Boards define it; 0 means unknown, and
+ * the harness then sends one request at a time.
+ */
+#ifndef MCU_IDS_RX_BUFFER_BYTES
+#define MCU_IDS_RX_BUFFER_BYTES 0u
+#endif
+
 #if MCU_IDS_N_FEATURES > PROTO_MAX_PAYLOAD
 #error "the model has more input features than one frame can carry"
 #endif
@@ -133,6 +142,8 @@ static void app_hello(uint16_t seq)
     pos += put_text(payload + pos, platform_tick_kind(), PROTO_MAX_TEXT);
     pos += put_text(payload + pos, MCU_IDS_FIRMWARE_VERSION, PROTO_MAX_TEXT);
     pos += put_text(payload + pos, MCU_IDS_MODEL_SHA256, PROTO_SHA256_HEX_LEN);
+    proto_put_u16(payload + pos, (uint16_t)MCU_IDS_RX_BUFFER_BYTES);
+    pos += 2;
     app_send(PROTO_HELLO_REPLY, seq, payload, pos);
 }
 

@@ -60,6 +60,7 @@ _HEADER = struct.Struct("<2sBHH")
 _HELLO_FIXED = struct.Struct("<BBHHIiIiIIIiH")
 _RESULT_FIXED = struct.Struct("<IHB")
 _ERROR = struct.Struct("<BBHi")
+_RX_BUFFER = struct.Struct("<H")
 
 
 def _crc_table() -> tuple[int, ...]:
@@ -208,6 +209,8 @@ class Hello:
     firmware_version: str
     model_sha256: str
     flags: int = 0
+    # Bytes the board layer buffers while an inference runs; 0 when the firmware does not say.
+    rx_buffer_bytes: int = 0
 
     @property
     def input_scale(self) -> float:
@@ -246,6 +249,7 @@ class Hello:
             fixed
             + b"".join(_pack_text(text, MAX_TEXT) for text in texts)
             + _pack_text(self.model_sha256, SHA256_HEX_LEN)
+            + _RX_BUFFER.pack(self.rx_buffer_bytes)
         )
 
     @classmethod
@@ -268,6 +272,10 @@ class Hello:
                 )
             texts.append(payload[pos + 1 : pos + 1 + payload[pos]].decode("utf-8", "replace"))
             pos += 1 + payload[pos]
+        # Firmware older than the receive-buffer field ends after the texts.
+        rx_buffer = 0
+        if len(payload) >= pos + _RX_BUFFER.size:
+            (rx_buffer,) = _RX_BUFFER.unpack_from(payload, pos)
         (version, flags, n_features, n_classes, in_bits, in_zp, out_bits, out_zp) = fields[:8]
         cpu_hz, tick_hz, boot_id, engine_status, max_payload = fields[8:]
         return cls(
@@ -289,6 +297,7 @@ class Hello:
             firmware_version=texts[3],
             model_sha256=texts[4],
             flags=flags,
+            rx_buffer_bytes=rx_buffer,
         )
 
 
