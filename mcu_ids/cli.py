@@ -258,8 +258,15 @@ def stop_cmd(ctx, board):
 @click.option("--baud", type=click.IntRange(min=300), default=None, help="Default: the board's.")
 @data_option
 @seed_option
+@click.option(
+    "--resume",
+    "resume",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Continue the interrupted run in this folder (same model and rows).",
+)
 @pass_ctx
-def bench_cmd(ctx, board, port, limit, baud, data_dir, seed):
+def bench_cmd(ctx, board, port, limit, baud, data_dir, seed, resume):
     """Stream test rows to the device and report accuracy, agreement and latency."""
     from mcu_ids.devices import bench_device
 
@@ -272,6 +279,7 @@ def bench_cmd(ctx, board, port, limit, baud, data_dir, seed):
         data_dir=data_dir,
         seed=seed,
         progress=ctx.progress,
+        resume=resume,
     )
     click.echo(report)
 

@@ -15,6 +15,8 @@ from mcu_ids.workspace import Workspace
 log = logging.getLogger(__name__)
 
 HOST_BINARY = "mcu-ids-firmware"
+# The Linux pty holds this much unread input for the host firmware (N_TTY's buffer).
+HOST_PTY_BUFFER_BYTES = 4096
 BUILD_INFO = "build.json"
 
 
@@ -82,7 +84,7 @@ def _build_host(ws: Workspace, board: Board, engine: str) -> dict:
         [*host_firmware_sources(), ws.export_dir / "engine_native.c"],
         [ws.export_dir, asset_dir("firmware")],
         ws.build_dir(board.name) / HOST_BINARY,
-        {"MCU_IDS_BOARD_NAME": board.name},
+        {"MCU_IDS_BOARD_NAME": board.name, "MCU_IDS_RX_BUFFER_BYTES": HOST_PTY_BUFFER_BYTES},
     )
     # The host has no flash budget worth checking; the model and arena are still reported.
     return {"artifact": str(binary)}
@@ -251,9 +253,13 @@ def bench_device(
     data_dir: Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    resume: Path | None = None,
 ) -> str:
-    """Benchmark the flashed device; returns the Markdown report."""
-    from mcu_ids.hil.harness import run_benchmark, select_samples
+    """Benchmark the flashed device; returns the Markdown report.
+
+    With ``resume``, continue the interrupted run in that folder on the rows it chose.
+    """
+    from mcu_ids.hil.harness import read_run_plan, run_benchmark, select_samples
     from mcu_ids.model.shift import format_shift_report, write_shift_report
     from mcu_ids.pipeline import bench_inputs, bench_meta, new_run_dir
 
@@ -263,8 +269,12 @@ def bench_device(
     port = device_port(ws, board, port)
     build = read_build_info(ws, board)
     source = bench_inputs(ws, data_dir, progress=progress)
-    picked = select_samples(source["labels"], limit, seed)
-    run_dir = new_run_dir(ws, board.name)
+    if resume is not None:
+        run_dir = Path(resume)
+        picked = resumed_selection(read_run_plan(run_dir), len(source["labels"]), run_dir)
+    else:
+        picked = select_samples(source["labels"], limit, seed)
+        run_dir = new_run_dir(ws, board.name)
     meta = bench_meta(ws, board, build["engine"], source)
     meta["rows_available"] = int(len(source["labels"]))
     meta["rows_selected"] = int(len(picked))
@@ -291,6 +301,7 @@ def bench_device(
         ),
         meta=meta,
         reference_shift=source["shift_scores"][picked],
+        resume=resume is not None,
     )
     report = (result.out_dir / "report.md").read_text(encoding="utf-8")
     shift = write_shift_report(result.out_dir, info["class_names"], quant["shift"]["threshold"])
@@ -301,6 +312,17 @@ def bench_device(
     else:
         log.info("no explanations: rows of --data are not the prepared test rows")
     return report + "\n" + format_shift_report(shift)
+
+
+def resumed_selection(plan: dict, rows_available: int, run_dir: Path) -> np.ndarray:
+    """The rows an interrupted run chose, checked against the data available now."""
+    picked = np.asarray(plan["sample_ids"], dtype=np.int64)
+    if picked.size and (picked.min() < 0 or picked.max() >= rows_available):
+        raise BoardError(
+            f"the run in {run_dir} used rows up to {picked.max()}, the data has {rows_available}",
+            hint="resume with the same data (--data) the run started with",
+        )
+    return picked
 
 
 # --- everything ------------------------------------------------------------------------------
