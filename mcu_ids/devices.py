@@ -282,27 +282,33 @@ def bench_device(
     log.info(
         "benchmarking %d rows on %s at %s; results in %s", len(picked), board.name, port, run_dir
     )
-    result = run_benchmark(
-        port,
-        source["inputs"][picked],
-        source["labels"][picked],
-        source["reference"][picked],
-        expected_model_sha256=quant["model_sha256"],
-        class_names=info["class_names"],
-        out_dir=run_dir,
-        baud=baud or board.baud,
-        progress=progress,
-        sample_ids=np.asarray(picked),
-        expected_quantization=(
-            quant["input"]["scale"],
-            quant["input"]["zero_point"],
-            quant["output"]["scale"],
-            quant["output"]["zero_point"],
-        ),
-        meta=meta,
-        reference_shift=source["shift_scores"][picked],
-        resume=resume is not None,
-    )
+    try:
+        result = run_benchmark(
+            port,
+            source["inputs"][picked],
+            source["labels"][picked],
+            source["reference"][picked],
+            expected_model_sha256=quant["model_sha256"],
+            class_names=info["class_names"],
+            out_dir=run_dir,
+            baud=baud or board.baud,
+            progress=progress,
+            sample_ids=np.asarray(picked),
+            expected_quantization=(
+                quant["input"]["scale"],
+                quant["input"]["zero_point"],
+                quant["output"]["scale"],
+                quant["output"]["zero_point"],
+            ),
+            meta=meta,
+            reference_shift=source["shift_scores"][picked],
+            resume=resume is not None,
+        )
+    except BaseException:
+        # A run that got no result leaves no empty folder behind (`report compare` reads them).
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     report = (result.out_dir / "report.md").read_text(encoding="utf-8")
     shift = write_shift_report(result.out_dir, info["class_names"], quant["shift"]["threshold"])
     if data_dir is None:

@@ -47,6 +47,19 @@ def prepare_data(
         )
         log.warning("no --data given: using %s in %s", SYNTHETIC_NOTE, data_dir)
     dataset = load_dataset(Path(data_dir), view=view, dedupe=dedupe, seed=seed, progress=progress)
+    if len(dataset.class_names) < 2:
+        raise DataError(
+            f"{data_dir} holds rows of one class only ({', '.join(dataset.class_names)})",
+            hint="a classifier needs at least two classes: add files of another class",
+        )
+    overlap = count_rows_in(dataset.x_test, dataset.x_train)
+    if overlap:
+        log.warning(
+            "%d of %d test rows also occur among the training rows (the dataset repeats rows); "
+            "use --dedupe to score without them",
+            overlap,
+            len(dataset.x_test),
+        )
     scaler = FeatureScaler().fit(dataset.x_train)
     save_arrays(
         ws.prepared,
@@ -69,10 +82,19 @@ def prepare_data(
         "test_rows": int(len(dataset.y_test)),
         "seed": seed,
         "dedupe": dedupe,
+        "test_rows_also_in_train": overlap,
         "stats": dataset.stats,
     }
     write_json(ws.dataset_info, info)
     return info
+
+
+def count_rows_in(rows: np.ndarray, reference: np.ndarray) -> int:
+    """How many of ``rows`` occur, bit for bit, among ``reference``."""
+    if len(rows) == 0 or len(reference) == 0:
+        return 0
+    seen = {row.tobytes() for row in np.ascontiguousarray(reference, np.float32)}
+    return sum(row.tobytes() in seen for row in np.ascontiguousarray(rows, np.float32))
 
 
 def load_prepared(ws: Workspace) -> tuple[dict, dict]:
@@ -371,6 +393,9 @@ def bench_meta(ws: Workspace, board, engine: str, source: dict) -> dict:
         "view": info["view"],
         "model_sha256": quant["model_sha256"],
         "shift_threshold": quant["shift"]["threshold"],
+        "test_rows_also_in_train": info.get("test_rows_also_in_train", 0)
+        if source["split"] == info["split"]
+        else None,
         "host_float_metrics": quant["float"],
         "host_int8_metrics": quant["int8"],
         "versions": _versions(),

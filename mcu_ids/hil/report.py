@@ -159,6 +159,24 @@ def _markdown(report: dict, device_table: str | None, reference_table: str | Non
     lines = [
         "# mcu-ids benchmark report",
         "",
+        *(
+            [
+                "> **Synthetic data**: " + str(meta.get("data")) + "; these figures say nothing "
+                "about real traffic.",
+                "",
+            ]
+            if meta.get("synthetic")
+            else []
+        ),
+        *(
+            [
+                f"> {meta['test_rows_also_in_train']} of the scored rows also occur, identical, "
+                "among the training rows; use `--dedupe` for figures without them.",
+                "",
+            ]
+            if meta.get("test_rows_also_in_train")
+            else []
+        ),
         f"Board **{hs.get('board')}**, engine **{hs.get('engine')}**, firmware "
         f"{hs.get('firmware_version')}, protocol {hs.get('protocol_version')}, CPU clock "
         f"{hs.get('cpu_hz')} Hz, boot id {hs.get('boot_id', 0):08x}.",
