@@ -29,8 +29,6 @@ DEFAULT_DELAY_S = 0.02
 BITS_PER_BYTE_ON_WIRE = 10
 _READ_SIZE = 4096
 _POLL_S = 0.002
-# A paced direction idle for this long starts a new burst instead of catching up.
-_IDLE_RESET_S = 0.005
 TO_DEVICE = "to_device"
 TO_HOST = "to_host"
 
@@ -88,8 +86,14 @@ class _Lane:
         self.queue: deque[bytes | float] = deque()
         self.next_time = 0.0
         self.forwarded = 0
+        self.first_write_at: float | None = None
+        self.last_write_at: float | None = None
 
     def push(self, data: bytes) -> None:
+        if not self.queue:
+            # An idle line starts sending now; a busy one keeps its schedule even when this
+            # thread ran late, as a UART's shift register would.
+            self.next_time = max(self.next_time, time.monotonic())
         if self.rates.any:
             self._inject(data)
         else:
@@ -151,14 +155,15 @@ class _Lane:
             if self.bytes_per_s is None:
                 size = len(head)
             else:
-                if now - self.next_time > _IDLE_RESET_S:
-                    self.next_time = now
                 size = min(len(head), 1 + int((now - self.next_time) * self.bytes_per_s))
             try:
                 put = os.write(fd, head[:size])
             except BlockingIOError:
                 return
             self.forwarded += put
+            if self.first_write_at is None:
+                self.first_write_at = now
+            self.last_write_at = time.monotonic()
             if put < len(head):
                 self.queue[0] = head[put:]
             else:
@@ -242,6 +247,20 @@ class FaultProxy:
     def forwarded(self) -> dict:
         """Bytes written out in each direction."""
         return {name: lane.forwarded for name, lane in self._lanes.items()}
+
+    def restart_rate_clock(self) -> None:
+        """Forget bytes forwarded so far, so ``rate`` covers only what follows."""
+        with self._lock:
+            for lane in self._lanes.values():
+                lane.forwarded = 0
+                lane.first_write_at = lane.last_write_at = None
+
+    def rate(self, direction: str) -> float:
+        """Bytes per second written in ``direction`` between its first and last write."""
+        lane = self._lanes[direction]
+        if lane.first_write_at is None or lane.last_write_at <= lane.first_write_at:
+            return 0.0
+        return lane.forwarded / (lane.last_write_at - lane.first_write_at)
 
     def fault_counts(self) -> dict:
         """Faults injected so far, by direction and kind, plus device resets."""

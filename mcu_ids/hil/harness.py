@@ -412,6 +412,28 @@ class _Session:
             self._retry(pending, "the device restarted")
 
 
+def stream_rows(
+    link: DeviceLink,
+    hello: Hello,
+    inputs: np.ndarray,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    attempts: int = DEFAULT_ATTEMPTS,
+    window: int | None = None,
+) -> tuple[list[Outcome], dict]:
+    """Send every row of ``inputs`` over an open link after a handshake; no files written.
+
+    Returns each row's outcome (in the order they were settled) and the link statistics.
+    """
+    inputs = np.asarray(inputs, dtype=np.int8)
+    limit = MAX_WINDOW if window is None else window
+    session = _Session(
+        link, hello, timeout_s, attempts, pipeline_window(hello, inputs.shape[1], limit)
+    )
+    outcomes = list(session.run(enumerate(inputs)))
+    return outcomes, session.stats
+
+
 def _record(index, sample_id, label, result, reference, round_trip_s, attempts) -> dict:
     output = result.output_int8()
     return {
