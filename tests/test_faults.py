@@ -169,7 +169,8 @@ def test_every_fault_kind_is_injected_and_detected(device, tmp_path):
 
 
 def test_a_dead_device_ends_the_run_with_failed_rows_recorded(device, tmp_path):
-    rows = make_rows(20, seed=6)
+    # Enough rows that the run cannot finish before the line is cut.
+    rows = make_rows(5000, seed=6)
 
     def cut_the_line_after_the_handshake(proxy):
         deadline = time.monotonic() + 10
