@@ -186,14 +186,16 @@ def export_cmd(ctx):
 def boards_cmd():
     """List the boards mcu-ids knows."""
     from mcu_ids.build.boards import load_boards
+    from mcu_ids.devices import check_board
 
     rows = [("board", "chip", "clock MHz", "flash KiB", "RAM KiB", "engines", "runs as")]
-    for board in load_boards().values():
+    for board in map(check_board, load_boards().values()):
         rows.append(
             (
                 board.name,
                 board.chip,
-                f"{board.clock_hz / 1e6:g}",
+                # The host has no fixed clock: it times in nanoseconds.
+                "-" if board.cycle_counter == "clock-monotonic" else f"{board.clock_hz / 1e6:g}",
                 str(board.flash_kib),
                 str(board.ram_kib),
                 ",".join(board.engines),

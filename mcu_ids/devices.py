@@ -30,6 +30,23 @@ def _engine_for(board: Board, engine: str | None) -> str:
     return engine
 
 
+def check_board(board: Board) -> Board:
+    """Check the tables a board's toolchain and launcher read, as `build` and `flash` would."""
+    if board.toolchain == "arm-none-eabi-gcc":
+        from mcu_ids.build.stm32 import stm32_config
+
+        stm32_config(board)
+    elif board.toolchain == "esp-idf":
+        from mcu_ids.build.espidf import esp32_settings
+
+        esp32_settings(board)
+    if board.flasher == "qemu":
+        from mcu_ids.flash.qemu import qemu_settings
+
+        qemu_settings(board)
+    return board
+
+
 # --- build -----------------------------------------------------------------------------------
 
 

@@ -128,6 +128,13 @@ def train(ws: Workspace, settings, filters: tuple[int, ...], progress: bool = Tr
     predictions = predict_classes(result.model, arrays["x_test"])
     metrics = classification_metrics(arrays["y_test"], predictions, class_names)
     save_metrics(metrics, ws.model_dir, "metrics_float")
+    never = [row["class"] for row in metrics["per_class"] if row["support"] and not row["recall"]]
+    if never:
+        log.warning(
+            "the model never recognises %s on the test rows; train longer (--epochs) or check "
+            "the data",
+            ", ".join(never),
+        )
     summary = {
         "network": result.config.to_dict(),
         "parameters": int(result.model.count_params()),

@@ -259,8 +259,8 @@ def _pll_config(board: Board, table: dict, family: str) -> tuple[int, int, int]:
     if sysclk != board.clock_hz:
         raise _table_error(
             board,
-            "pll_div",
-            f"makes {source_hz} / {pll_m} * {pll_n} / {pll_div} = {sysclk} Hz, "
+            "pll_m/pll_n/pll_div",
+            f"together make {source_hz} / {pll_m} * {pll_n} / {pll_div} = {sysclk} Hz, "
             f"but clock_hz is {board.clock_hz}",
             hint="choose PLL values that give clock_hz",
         )

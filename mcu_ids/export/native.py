@@ -179,7 +179,7 @@ def _plan_memory(model: TfliteModel) -> dict[int, _Storage]:
             if index not in storage:
                 raise ModelError(
                     f"op {op.index} ({op.name}) reads tensor {index} before any op writes it",
-                    hint="the graph is not in execution order; export the model again",
+                    hint="the graph is not in execution order; run `mcu-ids quantize` again",
                 )
             storage[index].last_op = max(storage[index].last_op, op.index)
         out = op.outputs[0]
@@ -313,7 +313,7 @@ def _conv_geometry(op: Operator, in_hw, out_hw, kernel_hw) -> dict:
             raise ModelError(
                 f"op {op.index} ({op.name}) has output size {out_size} along {axis}, the padding "
                 f"rules give {expected}",
-                hint="the file is inconsistent; export the model again",
+                hint="the file is inconsistent; write it again with `mcu-ids quantize`",
             )
         total = max((out_size - 1) * stride + effective - in_size, 0)
         geometry[f"pad_{axis}"] = total // 2
@@ -484,7 +484,7 @@ def _plan_depthwise(model: TfliteModel, op: Operator, plan: _Plan) -> dict:
         raise ModelError(
             f"op {op.index} (DEPTHWISE_CONV_2D) maps {in_c} to {out_c} channels with filter "
             f"shape {list(filt.shape)}; the output channels must be a multiple of the input's",
-            hint="the file is inconsistent; export the model again",
+            hint="the file is inconsistent; write it again with `mcu-ids quantize`",
         )
     geometry = _conv_geometry(op, (in_h, in_w), (out_h, out_w), (k_h, k_w))
     weights = filt.data.astype(np.int64).reshape(k_h * k_w, out_c)
@@ -530,7 +530,7 @@ def _plan_fully_connected(model: TfliteModel, op: Operator, plan: _Plan) -> dict
     if inp.size % depth:
         raise ModelError(
             f"op {op.index} (FULLY_CONNECTED) has {inp.size} inputs, not a multiple of {depth}",
-            hint="the file is inconsistent; export the model again",
+            hint="the file is inconsistent; write it again with `mcu-ids quantize`",
         )
     weights = filt.data.astype(np.int64)
     bias = _bias_values(model, op, units) - inp.zero_point * weights.sum(axis=1)

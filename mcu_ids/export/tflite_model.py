@@ -231,7 +231,7 @@ def _unpack(data: bytes):
     except Exception as exc:  # the flatbuffer decoder raises many kinds on a corrupt file
         raise ModelError(
             f"the TFLite model is truncated or corrupt ({type(exc).__name__}: {exc})",
-            hint="export the model again; check that the file was copied completely",
+            hint="run `mcu-ids quantize` again, or copy the file completely",
         ) from exc
 
 
@@ -306,7 +306,7 @@ def _buffer_bytes(buffer_index: int, buffers: list, data: bytes, tensor_name: st
         raise ModelError(
             f"tensor {tensor_name!r} refers to buffer {buffer_index}, but the model has only "
             f"{len(buffers)} buffers",
-            hint="the file is corrupt; export the model again",
+            hint="the file is corrupt; write it again with `mcu-ids quantize`",
         )
     buffer = buffers[buffer_index]
     if buffer.data is not None and len(buffer.data) > 0:
@@ -333,7 +333,7 @@ def _decode_constant(tensor: Tensor, content: bytes) -> np.ndarray:
         raise ModelError(
             f"tensor {tensor.name!r} of shape {list(tensor.shape)} should hold {expected} bytes "
             f"of {tensor.dtype.lower()}, the file has {len(content)}",
-            hint="the file is corrupt or truncated; export the model again",
+            hint="the file is corrupt or truncated; write it again with `mcu-ids quantize`",
         )
     values = np.frombuffer(content, dtype=np.dtype(dtype).newbyteorder("<"))
     return values.astype(dtype).reshape(tensor.shape)
@@ -344,7 +344,7 @@ def _read_operator(index: int, raw, op_codes: list[str], tensors: list[Tensor]) 
         raise ModelError(
             f"op {index} refers to op code {raw.opcodeIndex}, but the model has "
             f"{len(op_codes)} op codes",
-            hint="the file is corrupt; export the model again",
+            hint="the file is corrupt; write it again with `mcu-ids quantize`",
         )
     name = op_codes[raw.opcodeIndex]
     inputs = tuple(int(i) for i in _as_list(raw.inputs))
@@ -422,14 +422,14 @@ def _check_references(model: TfliteModel) -> None:
                 raise ModelError(
                     f"op {op.index} ({op.name}) refers to tensor {index}, but the model has "
                     f"{count} tensors",
-                    hint="the file is corrupt; export the model again",
+                    hint="the file is corrupt; write it again with `mcu-ids quantize`",
                 )
     for index in model.inputs + model.outputs:
         if not 0 <= index < count:
             raise ModelError(
                 f"the graph's inputs or outputs refer to tensor {index}, but the model has "
                 f"{count} tensors",
-                hint="the file is corrupt; export the model again",
+                hint="the file is corrupt; write it again with `mcu-ids quantize`",
             )
 
 

@@ -347,7 +347,7 @@ class MemoryReport:
                 f"{_kib(self.firmware_ram_bytes)} RAM (from the built image)"
             )
         else:
-            rest = "rest of the firmware not measured (not built here): model and arena only"
+            rest = "rest of the firmware not measured: model and arena only"
         lines.append(
             f"  model {_kib(self.model_flash_bytes)} flash, arena {_kib(self.arena_bytes)} RAM; "
             + rest
