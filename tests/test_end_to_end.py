@@ -95,3 +95,32 @@ def test_the_readme_main_job_runs_on_synthetic_data(tmp_path):
     report = json.loads(next((tmp_path / "out" / "runs").glob("*/report.json")).read_text())
     assert report["meta"]["board"] == "qemu-f405"
     assert report["meta"]["data"].startswith("synthetic")
+
+
+def run_command(workdir, *args) -> dict:
+    env = {**os.environ, "MCU_IDS_CACHE": str(workdir / "cache")}
+    command = [sys.executable, "-m", "mcu_ids", "-q", "--workdir", str(workdir), "run", *args]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(next((workdir / "runs").glob("*/report.json")).read_text())
+
+
+@pytest.mark.slow
+def test_run_on_the_host_board_with_the_real_sample(tmp_path, sample_dir):
+    report = run_command(tmp_path, "--board", "host", "--data", str(sample_dir))
+    assert report["agreement"]["identical_outputs_pct"] == 100.0
+    assert report["agreement"]["rows"] == report["meta"]["rows_available"] > 700
+
+
+@pytest.mark.slow
+@pytest.mark.emulation
+@needs_qemu
+def test_run_on_qemu_f405_twice_gives_the_same_figures(tmp_path, sample_dir):
+    first = run_command(tmp_path / "a", "--board", "qemu-f405", "--data", str(sample_dir))
+    second = run_command(tmp_path / "b", "--board", "qemu-f405", "--data", str(sample_dir))
+    assert first["meta"]["model_sha256"] == second["meta"]["model_sha256"]
+    for report in (first, second):
+        assert report["agreement"]["identical_outputs_pct"] == 100.0
+    ticks = [report["latency"]["device"]["ticks"] for report in (first, second)]
+    assert ticks[0]["median"] == ticks[1]["median"]
+    assert ticks[0]["p90"] == ticks[1]["p90"]
