@@ -6,14 +6,45 @@ import os
 import tempfile
 from pathlib import Path
 
+# What open() asks for before the umask: results are meant to be read by others, like the
+# files of any other program; mkstemp alone would leave them readable by the owner only.
+NEW_FILE_MODE = 0o666
+
+
+def process_umask() -> int:
+    """The process's file mode creation mask.
+
+    Read from ``/proc/self/status`` where Linux offers it; elsewhere set and restored at once
+    (``os.umask`` has no read-only form).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The permission bits a plain ``open(path, "w")`` would give a new file now."""
+    return NEW_FILE_MODE & ~process_umask()
+
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write a file so that a crash leaves either the old file or the new one, never half of it."""
+    """Write a file so that a crash leaves either the old file or the new one, never half of it.
+
+    The file gets the permissions ``open()`` would give it (0o666 less the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
             handle.flush()

@@ -45,3 +45,22 @@ def test_a_folder_that_is_not_a_run_is_named(tmp_path, capsys):
         main(["report", "compare", str(tmp_path)])
     assert done.value.code == 2
     assert f"{tmp_path} is not a benchmark run" in capsys.readouterr().err
+
+
+def test_a_run_stopped_early_is_marked(tmp_path, capsys):
+    report = made_up_report("qemu-f405", 0.9, 130.0)
+    report["meta"].update(complete=False, rows_requested=50, rows_failed=2)
+    report["rows"] = 10
+    stopped = write_run(tmp_path / "run-stopped", report)
+    finished = made_up_report("host", 0.9, 6.0)
+    finished["meta"].update(complete=True, rows_failed=0)
+    done_run = write_run(tmp_path / "run-done", finished)
+    with pytest.raises(SystemExit) as done:
+        main(["report", "compare", str(stopped), str(done_run)])
+        raise SystemExit(0)
+    assert done.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("| complete | rows failed |")
+    assert lines[2].startswith("| run-stopped (stopped early) |")
+    assert lines[2].endswith("| no: 10 of 50 rows | 2 |")
+    assert lines[3].startswith("| run-done |") and lines[3].endswith("| yes | 0 |")

@@ -200,3 +200,66 @@ def test_qemu_ticks_convert_to_instructions():
     assert unit == "instructions"
     assert factor == pytest.approx(1e9 / 168e6)
     assert work_per_tick("cpu-cycles", 180_000_000, "nucleo-f446re") == (1.0, "cycles")
+
+
+def test_report_files_are_readable_by_others_like_any_new_file(tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        write_bench_report(
+            tmp_path, _records(9), handshake=HANDSHAKE, class_names=CLASS_NAMES, meta=_meta(False)
+        )
+    finally:
+        os.umask(previous)
+    for name in ("report.md", "report.html", "report.json", "results.csv", "per_class.csv"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    previous = os.umask(0o077)
+    try:
+        write_bench_report(
+            tmp_path, _records(9), handshake=HANDSHAKE, class_names=CLASS_NAMES, meta=_meta(False)
+        )
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o600
+
+
+def test_failed_and_repeated_rows_are_stated_in_both_reports(tmp_path):
+    meta = {**_meta(False), "rows_failed": 3, "test_rows_also_in_train": 17}
+    (tmp_path / "failures.jsonl").write_text('{"index": 4, "reason": "timeout"}\n')
+    report = write_bench_report(
+        tmp_path, _records(9), handshake=HANDSHAKE, class_names=CLASS_NAMES, meta=meta
+    )
+    assert report["files"]["failures"] == "failures.jsonl"
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "3 row(s) got no valid answer" in markdown and "`failures.jsonl`" in markdown
+    assert "> 17 of the scored rows also occur" in markdown
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert re.search(r'id="failed-rows">3 row\(s\) got no valid answer[^<]*failures\.jsonl', html)
+    assert re.search(r'id="repeated-rows">17 of the scored rows', html)
+
+
+def test_clean_run_has_no_failure_or_repetition_notes(run_dir):
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert 'id="failed-rows"' not in html and 'id="repeated-rows"' not in html
+    assert "no valid answer" not in (run_dir / "report.md").read_text(encoding="utf-8")
+
+
+def test_layer_costs_in_instructions_under_qemu(tmp_path):
+    macs = [(0, "CONV_2D", 100), (1, "SOFTMAX", 0)]
+    results = [{"layer_ticks": [10 + i, 2]} for i in range(3)]
+    rows = layer_costs(results, macs, factor=1e9 / 168e6, unit="instructions")
+    assert rows[0]["instructions_median"] == pytest.approx(11 * 1e9 / 168e6)
+    assert rows[0]["instructions_per_mac"] == pytest.approx(11 * 1e9 / 168e6 / 100)
+    assert rows[1]["instructions_per_mac"] is None
+    # A tick worth one unit adds nothing.
+    assert "cycles_median" not in layer_costs(results, macs, factor=1.0, unit="cycles")[0]
+    # Through the report: the qemu-f405 board's QEMU clock converts the ticks.
+    records = [dict(r, layer_ticks=[840, 168]) for r in _records(9)]
+    write_bench_report(
+        tmp_path, records, handshake=HANDSHAKE, class_names=CLASS_NAMES, meta=_meta(False)
+    )
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<th>instructions_per_mac</th>" in html
+    assert "in instructions (5.952 instructions per tick)" in " ".join(html.split())

@@ -24,7 +24,10 @@ _COLUMNS = (
     ("tick kind", lambda r: r["latency"]["device"].get("tick_kind"), "{}"),
     ("energy µJ", lambda r: _energy(r), "{}"),
     ("model", lambda r: r["meta"].get("model_sha256", "")[:12], "{}"),
+    ("complete", lambda r: _completeness(r), "{}"),
+    ("rows failed", lambda r: r["meta"].get("rows_failed"), "{}"),
 )
+STOPPED_EARLY = "(stopped early)"
 
 
 class CompareError(McuIdsError):
@@ -36,6 +39,17 @@ def _energy(report: dict) -> str:
         if entry.get("uj_per_inference") is not None:
             return f"{entry['uj_per_inference']:.3g} ({entry['kind']})"
     return "-"
+
+
+def _completeness(report: dict) -> str | None:
+    """Whether the run answered every row ("yes", or "no" with the count); None if unrecorded."""
+    complete = report["meta"].get("complete")
+    if complete is None:
+        return None
+    if complete:
+        return "yes"
+    requested = report["meta"].get("rows_requested", "?")
+    return f"no: {report.get('rows', report['agreement']['rows'])} of {requested} rows"
 
 
 def load_run(run_dir: Path) -> dict:
@@ -59,6 +73,9 @@ def comparison_rows(run_dirs: list[Path]) -> tuple[list[str], list[list[str]]]:
     for run_dir in run_dirs:
         report = load_run(run_dir)
         cells = [Path(run_dir).name]
+        if report.get("meta", {}).get("complete") is False:
+            # Its figures cover only the rows answered before it stopped; say so where it is named.
+            cells[0] += f" {STOPPED_EARLY}"
         for _, read, fmt in _COLUMNS:
             try:
                 value = read(report)

@@ -141,14 +141,15 @@ def per_class_f1_png(device: dict, reference: dict) -> bytes:
 
 
 def layer_cost_png(layers: list[dict], unit: str) -> bytes:
-    """Bars of the median device ticks of each layer."""
+    """Bars of the median cost of each layer in ``unit`` (ticks, or what ``layer_costs`` added)."""
     plt = _pyplot()
     labels = [f"{row['op']} #{row['index']}" for row in layers]
+    key = f"{unit}_median" if f"{unit}_median" in layers[0] else "ticks_median"
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.3 * len(layers) + 1.2)))
-    ax.barh(np.arange(len(layers)), [row["ticks_median"] for row in layers], color="tab:green")
+    ax.barh(np.arange(len(layers)), [row[key] for row in layers], color="tab:green")
     ax.set_yticks(np.arange(len(layers)), labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(f"median {unit} per inference")
+    ax.set_xlabel(f"median {key.removesuffix('_median')} per inference")
     fig.tight_layout()
     return _figure_png(fig)
 
@@ -193,19 +194,29 @@ def model_macs(run_dir: Path, meta: dict, model_path: Path | None = None) -> lis
         return None
 
 
-def layer_costs(results: list[dict], macs: list | None) -> list[dict]:
-    """Median ticks of each layer from the records' ``layer_ticks``, with ticks per MAC."""
+def layer_costs(
+    results: list[dict], macs: list | None, factor: float = 1.0, unit: str = "ticks"
+) -> list[dict]:
+    """Median ticks of each layer from the records' ``layer_ticks``, with ticks per MAC.
+
+    When a tick is worth ``factor`` of another ``unit`` (instructions under QEMU, say), each
+    row also gives the median and the per-MAC figure in that unit.
+    """
     per_layer = [r["layer_ticks"] for r in results if isinstance(r.get("layer_ticks"), list)]
     if not per_layer:
         return []
     width = min(len(row) for row in per_layer)
     table = np.array([row[:width] for row in per_layer], dtype=np.float64)
     medians = np.median(table, axis=0)
+    converted = factor != 1.0
     rows = []
     for position in range(width):
         op = macs[position] if macs and position < len(macs) else (position, "layer", 0)
         row = {"index": op[0], "op": op[1], "macs": op[2], "ticks_median": float(medians[position])}
         row["ticks_per_mac"] = row["ticks_median"] / op[2] if op[2] else None
+        if converted:
+            row[f"{unit}_median"] = row["ticks_median"] * factor
+            row[f"{unit}_per_mac"] = row[f"{unit}_median"] / op[2] if op[2] else None
         rows.append(row)
     return rows
 
@@ -234,6 +245,8 @@ the seeded generator, not from real network traffic. The figures below test the 
 nothing about intrusion detection.</p>{% endif %}
 {% if not complete %}<p class="stopped">The run was stopped early: {{ rows }} of
 {{ meta.rows_requested }} rows were answered.</p>{% endif %}
+{% if failed_note %}<p class="stopped" id="failed-rows">{{ failed_note }}</p>{% endif %}
+{% if repeated_note %}<p class="banner" id="repeated-rows">{{ repeated_note }}</p>{% endif %}
 <p>Dataset <code>{{ meta.dataset }}</code> ({{ meta.data }}; split: {{ meta.split }};
 view {{ meta.view }}). Model sha256 <code>{{ meta.model_sha256 }}</code>.
 Board: {{ meta.board_description }}{% if meta.emulated %} (emulated){% endif %}.</p>
@@ -262,7 +275,10 @@ all overheads included{% if per_mac.unit != "ticks" and device.tick_kind ==
 tick rate{% endif %}).</p>{% endif %}
 {% if images.latency %}<img alt="latency histogram" src="{{ images.latency }}">{% endif %}
 {% if windows %}<h3>Latency windows</h3>{{ table(windows) }}{% endif %}
-{% if layers %}<h3>Per-layer cost</h3>{{ table(layers) }}
+{% if layers %}<h3>Per-layer cost</h3>
+<p id="layer-units">Median device ticks of each layer{% if tick_factor != 1 %}, and the same
+in {{ work_unit }} ({{ fmt(tick_factor) }} {{ work_unit }} per tick){% endif %}; per MAC divides by
+the layer's multiply-accumulates.</p>{{ table(layers) }}
 <img alt="per-layer cost" src="{{ images.layers }}">{% endif %}
 
 <h2>Energy per inference</h2>
@@ -337,7 +353,12 @@ def render_html_report(
     """The HTML text of a run's report (figures read from ``out_dir`` or drawn here)."""
     import jinja2
 
-    from mcu_ids.hil.report import DEVICE_METRICS, LATENCY_PNG
+    from mcu_ids.hil.report import (
+        DEVICE_METRICS,
+        LATENCY_PNG,
+        failed_rows_note,
+        repeated_rows_note,
+    )
 
     meta = report["meta"]
     device = report["latency"]["device"]
@@ -376,9 +397,9 @@ def render_html_report(
     if total_macs and median_ticks:
         per_mac = {"macs": total_macs, "value": median_ticks * factor / total_macs}
         per_mac["unit"] = work_unit
-    layers = layer_costs(results, macs)
+    layers = layer_costs(results, macs, factor, work_unit)
     if layers:
-        images["layers"] = png_data_uri(layer_cost_png(layers, "ticks"))
+        images["layers"] = png_data_uri(layer_cost_png(layers, work_unit))
     env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
     template = env.from_string(_TEMPLATE)
     return template.render(
@@ -386,6 +407,9 @@ def render_html_report(
         meta=meta,
         rows=report["rows"],
         complete=meta.get("complete", True),
+        # The Markdown quoting of file and option names means nothing in HTML.
+        failed_note=failed_rows_note(meta).replace("`", ""),
+        repeated_note=repeated_rows_note(meta).replace("`", ""),
         synthetic=is_synthetic(meta),
         agreement=report["agreement"],
         device=device,
@@ -396,6 +420,8 @@ def render_html_report(
         per_mac=per_mac,
         windows=_latency_windows(report),
         layers=layers,
+        work_unit=work_unit,
+        tick_factor=factor,
         energy=energy,
         images=images,
         per_class=per_class,

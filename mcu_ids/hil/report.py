@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.jsonl"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+# Written by the harness: one line per row that got no valid answer.
+FAILURES_FILE = "failures.jsonl"
 LATENCY_PNG = "latency.png"
 DEVICE_METRICS = "device_metrics"
 REFERENCE_METRICS = "reference_metrics"
@@ -168,15 +170,7 @@ def _markdown(report: dict, device_table: str | None, reference_table: str | Non
             if meta.get("synthetic")
             else []
         ),
-        *(
-            [
-                f"> {meta['test_rows_also_in_train']} of the scored rows also occur, identical, "
-                "among the training rows; use `--dedupe` for figures without them.",
-                "",
-            ]
-            if meta.get("test_rows_also_in_train")
-            else []
-        ),
+        *([f"> {repeated_rows_note(meta)}", ""] if meta.get("test_rows_also_in_train") else []),
         f"Board **{hs.get('board')}**, engine **{hs.get('engine')}**, firmware "
         f"{hs.get('firmware_version')}, protocol {hs.get('protocol_version')}, CPU clock "
         f"{hs.get('cpu_hz')} Hz, boot id {hs.get('boot_id', 0):08x}.",
@@ -184,7 +178,7 @@ def _markdown(report: dict, device_table: str | None, reference_table: str | Non
         f"Rows received: {report['rows']} of {meta.get('rows_requested', report['rows'])}"
         + ("" if meta.get("complete", True) else " (**the run was stopped early**)")
         + ".",
-        "",
+        *([failed_rows_note(meta), ""] if meta.get("rows_failed") else [""]),
         "## Agreement with the host reference",
         "",
         f"- identical int8 outputs: {agreement['identical_outputs']} of {agreement['rows']} "
@@ -221,6 +215,28 @@ def _markdown(report: dict, device_table: str | None, reference_table: str | Non
     for key, value in sorted(meta.items()):
         lines.append(f"| {key} | {json.dumps(value) if isinstance(value, dict) else value} |")
     return "\n".join(lines) + "\n"
+
+
+def failed_rows_note(meta: dict) -> str:
+    """One sentence on the rows the device never answered, or "" when there were none."""
+    failed = meta.get("rows_failed") or 0
+    if not failed:
+        return ""
+    return (
+        f"{failed} row(s) got no valid answer after every retry; they are left out of the "
+        f"figures below and listed with the reason in `{FAILURES_FILE}`."
+    )
+
+
+def repeated_rows_note(meta: dict) -> str:
+    """One sentence on test rows that also occur among the training rows, or ""."""
+    repeated = meta.get("test_rows_also_in_train") or 0
+    if not repeated:
+        return ""
+    return (
+        f"{repeated} of the scored rows also occur, identical, among the training rows; "
+        "use `--dedupe` for figures without them."
+    )
 
 
 def _energy_markdown(energy: list[dict]) -> list[str]:
@@ -289,6 +305,8 @@ def write_bench_report(
         _save_latency_plot(report["latency"], results, out_dir / LATENCY_PNG)
         device_table = format_metrics_table(device, "On the device")
         reference_table = format_metrics_table(reference, "Host reference (golden int8 outputs)")
+    if (out_dir / FAILURES_FILE).exists():
+        report["files"]["failures"] = FAILURES_FILE
     report["files"]["report_md"] = REPORT_MD
     report["files"]["report_html"] = html_report.REPORT_HTML
     write_json(out_dir / REPORT_JSON, report)
