@@ -1,6 +1,7 @@
 /*
  * The main loop and message handlers. Uses only platform.h and engine.h, so the same file runs on
- * the host, under QEMU, on STM32 and on ESP32.
+ * the host, under QEMU, on STM32 and on ESP32. Built with -DMCU_IDS_PROFILE_LAYERS (native engine
+ * only) it also answers PROFILE requests from the engine's per-op tick table.
  */
 #include "app.h"
 
@@ -11,6 +12,16 @@
 #include "platform.h"
 #include "protocol.h"
 #include "shift.h"
+
+#ifdef MCU_IDS_PROFILE_LAYERS
+#include "engine_native.h"
+#define APP_LAYER_FLAG PROTO_FLAG_LAYER_PROFILE
+#if ENGINE_N_OPS > PROTO_MAX_PROFILE_OPS
+#error "the model has more ops than one PROFILE reply can carry; build without profiling"
+#endif
+#else
+#define APP_LAYER_FLAG 0u
+#endif
 
 #ifndef MCU_IDS_FIRMWARE_VERSION
 #define MCU_IDS_FIRMWARE_VERSION "0.1.0"
@@ -34,6 +45,9 @@
 
 #if MCU_IDS_N_FEATURES > PROTO_MAX_PAYLOAD
 #error "the model has more input features than one frame can carry"
+#endif
+#if MCU_IDS_N_FEATURES + PROTO_WINDOW_REQUEST_FIXED > PROTO_MAX_PAYLOAD
+#error "the model has more input features than one WINDOW request can carry"
 #endif
 #if MCU_IDS_N_CLASSES + PROTO_RESULT_OUTPUT_OFFSET > PROTO_MAX_PAYLOAD
 #error "the model has more classes than one frame can carry"
@@ -125,7 +139,7 @@ static void app_hello(uint16_t seq)
 
     memset(payload, 0, PROTO_HELLO_FIXED_SIZE);
     payload[0] = PROTO_VERSION;
-    payload[1] = 0; /* flags, none defined yet */
+    payload[1] = (uint8_t)(PROTO_FLAG_WINDOWS | APP_LAYER_FLAG);
     proto_put_u16(payload + 2, (uint16_t)MCU_IDS_N_FEATURES);
     proto_put_u16(payload + 4, (uint16_t)MCU_IDS_N_CLASSES);
     proto_put_u32(payload + 6, float_bits(MCU_IDS_INPUT_SCALE));
@@ -147,6 +161,20 @@ static void app_hello(uint16_t seq)
     app_send(PROTO_HELLO_REPLY, seq, payload, pos);
 }
 
+/* The checks every request carrying one input row shares; nonzero when an error was sent. */
+static int app_refuse_row(const struct proto_frame *frame, size_t fixed)
+{
+    if (app.engine_status != 0) {
+        app_send_error(PROTO_ERR_ENGINE_INIT, frame->type, frame->seq, app.engine_status);
+        return 1;
+    }
+    if (frame->len != fixed + MCU_IDS_N_FEATURES) {
+        app_send_error(PROTO_ERR_INPUT_SIZE, frame->type, frame->seq, MCU_IDS_N_FEATURES);
+        return 1;
+    }
+    return 0;
+}
+
 static void app_infer(const struct proto_frame *frame)
 {
     uint8_t payload[PROTO_RESULT_OUTPUT_OFFSET + MCU_IDS_N_CLASSES];
@@ -155,12 +183,7 @@ static void app_infer(const struct proto_frame *frame)
     uint32_t spent;
     int status;
 
-    if (app.engine_status != 0) {
-        app_send_error(PROTO_ERR_ENGINE_INIT, frame->type, frame->seq, app.engine_status);
-        return;
-    }
-    if (frame->len != MCU_IDS_N_FEATURES) {
-        app_send_error(PROTO_ERR_INPUT_SIZE, frame->type, frame->seq, MCU_IDS_N_FEATURES);
+    if (app_refuse_row(frame, 0)) {
         return;
     }
     /* A private copy keeps the engine's input aligned and independent of the parser buffer. */
@@ -180,6 +203,105 @@ static void app_infer(const struct proto_frame *frame)
     app_send(PROTO_RESULT, frame->seq, payload, sizeof payload);
 }
 
+/*
+ * Latency windows: warm-ups, then each window runs the same row back to back with the marker pin
+ * raised, so one tick read brackets many inferences and the figure per inference repeats.
+ */
+static void app_window(const struct proto_frame *frame)
+{
+    uint8_t payload[PROTO_WINDOW_REPLY_FIXED + 4u * PROTO_MAX_WINDOWS];
+    int8_t input[MCU_IDS_N_FEATURES];
+    int8_t output[MCU_IDS_N_CLASSES];
+    const uint8_t *row = frame->payload + PROTO_WINDOW_REQUEST_FIXED;
+    uint16_t warmup;
+    uint16_t windows;
+    uint16_t per_window;
+    uint32_t start;
+    uint32_t spent;
+    unsigned window;
+    unsigned n;
+    int status = 0;
+
+    if (app_refuse_row(frame, PROTO_WINDOW_REQUEST_FIXED)) {
+        return;
+    }
+    warmup = proto_get_u16(frame->payload);
+    windows = proto_get_u16(frame->payload + 2);
+    per_window = proto_get_u16(frame->payload + 4);
+    if (warmup > PROTO_MAX_WARMUP || windows == 0 || windows > PROTO_MAX_WINDOWS ||
+        per_window == 0 || per_window > PROTO_MAX_PER_WINDOW) {
+        app_send_error(PROTO_ERR_BAD_REQUEST, frame->type, frame->seq, 0);
+        return;
+    }
+    memcpy(input, row, sizeof input);
+    for (n = 0; n < warmup && status == 0; n++) {
+        status = engine_invoke(input, output);
+    }
+    for (window = 0; window < windows && status == 0; window++) {
+        platform_marker(1);
+        start = platform_ticks();
+        for (n = 0; n < per_window && status == 0; n++) {
+            status = engine_invoke(input, output);
+        }
+        spent = platform_ticks() - start;
+        platform_marker(0);
+        proto_put_u32(payload + PROTO_WINDOW_REPLY_FIXED + 4u * window, spent);
+    }
+    if (status != 0) {
+        app_send_error(PROTO_ERR_ENGINE, frame->type, frame->seq, status);
+        return;
+    }
+    proto_put_u16(payload, proto_crc16(row, MCU_IDS_N_FEATURES));
+    proto_put_u16(payload + 2, windows);
+    proto_put_u16(payload + 4, per_window);
+    app_send(PROTO_WINDOW_REPLY, frame->seq, payload, PROTO_WINDOW_REPLY_FIXED + 4u * windows);
+}
+
+#ifdef MCU_IDS_PROFILE_LAYERS
+/* One inference with the engine's per-op tick table filled in; each op costs one extra read. */
+static void app_profile(const struct proto_frame *frame)
+{
+    uint8_t payload[PROTO_PROFILE_REPLY_FIXED + 4u * ENGINE_N_OPS];
+    int8_t input[MCU_IDS_N_FEATURES];
+    int8_t output[MCU_IDS_N_CLASSES];
+    uint32_t read_cost;
+    uint32_t start;
+    uint32_t spent;
+    unsigned op;
+    int status;
+
+    if (app_refuse_row(frame, 0)) {
+        return;
+    }
+    memcpy(input, frame->payload, sizeof input);
+    start = platform_ticks();
+    read_cost = platform_ticks() - start;
+    platform_marker(1);
+    start = platform_ticks();
+    status = engine_invoke(input, output);
+    spent = platform_ticks() - start;
+    platform_marker(0);
+    if (status != 0) {
+        app_send_error(PROTO_ERR_ENGINE, frame->type, frame->seq, status);
+        return;
+    }
+    proto_put_u16(payload, proto_crc16(frame->payload, frame->len));
+    proto_put_u16(payload + 2, (uint16_t)ENGINE_N_OPS);
+    proto_put_u32(payload + 4, spent);
+    proto_put_u32(payload + 8, read_cost);
+    for (op = 0; op < ENGINE_N_OPS; op++) {
+        proto_put_u32(payload + PROTO_PROFILE_REPLY_FIXED + 4u * op, engine_layer_ticks[op]);
+    }
+    app_send(PROTO_PROFILE_REPLY, frame->seq, payload, sizeof payload);
+}
+#else
+static void app_profile(const struct proto_frame *frame)
+{
+    /* Only the native engine keeps per-op ticks, and only when built to. */
+    app_send_error(PROTO_ERR_UNSUPPORTED, frame->type, frame->seq, 0);
+}
+#endif
+
 static void app_on_frame(void *ctx, const struct proto_frame *frame)
 {
     (void)ctx;
@@ -189,6 +311,12 @@ static void app_on_frame(void *ctx, const struct proto_frame *frame)
         break;
     case PROTO_INFER:
         app_infer(frame);
+        break;
+    case PROTO_WINDOW:
+        app_window(frame);
+        break;
+    case PROTO_PROFILE:
+        app_profile(frame);
         break;
     default:
         app_send_error(PROTO_ERR_UNKNOWN_TYPE, frame->type, frame->seq, frame->type);

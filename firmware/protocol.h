@@ -30,8 +30,12 @@ extern "C" {
 enum proto_type {
     PROTO_HELLO = 0x01,
     PROTO_INFER = 0x02,
+    PROTO_WINDOW = 0x03,
+    PROTO_PROFILE = 0x04,
     PROTO_HELLO_REPLY = 0x81,
     PROTO_RESULT = 0x82,
+    PROTO_WINDOW_REPLY = 0x83,
+    PROTO_PROFILE_REPLY = 0x84,
     PROTO_ERROR = 0xEE
 };
 
@@ -42,11 +46,16 @@ enum proto_error {
     PROTO_ERR_INPUT_SIZE = 4,
     PROTO_ERR_ENGINE = 5,
     PROTO_ERR_TRUNCATED = 6,
-    PROTO_ERR_ENGINE_INIT = 7
+    PROTO_ERR_ENGINE_INIT = 7,
+    PROTO_ERR_UNSUPPORTED = 8,
+    PROTO_ERR_BAD_REQUEST = 9
 };
 
 /* Offsets inside the HELLO reply payload (all little-endian). */
 #define PROTO_HELLO_FIXED_SIZE 40u
+/* HELLO flags: which optional requests the firmware answers. */
+#define PROTO_FLAG_WINDOWS 0x01u
+#define PROTO_FLAG_LAYER_PROFILE 0x02u
 /*
  * Offsets inside the RESULT payload: ticks (u32), CRC-16 of the input it ran on (u16), the
  * distribution-shift score (u8), outputs.
@@ -55,6 +64,22 @@ enum proto_error {
 #define PROTO_RESULT_OUTPUT_OFFSET 7u
 /* ERROR payload: code (u8), type answered (u8), seq answered (u16), detail (i32). */
 #define PROTO_ERROR_SIZE 8u
+/*
+ * WINDOW request: warm-up inferences (u16), windows (u16), inferences per window (u16), then one
+ * input row. Its reply: CRC-16 of the row (u16), windows (u16), inferences per window (u16), then
+ * the ticks of each window (u32). The bounds keep the reply in one frame and a window short.
+ */
+#define PROTO_WINDOW_REQUEST_FIXED 6u
+#define PROTO_WINDOW_REPLY_FIXED 6u
+#define PROTO_MAX_WINDOWS ((PROTO_MAX_PAYLOAD - PROTO_WINDOW_REPLY_FIXED) / 4u)
+#define PROTO_MAX_PER_WINDOW 1000u
+#define PROTO_MAX_WARMUP 1000u
+/*
+ * PROFILE request: one input row. Its reply: CRC-16 of the row (u16), op count (u16), ticks of the
+ * whole engine_invoke (u32), ticks of one platform_ticks() read (u32), then each op's ticks (u32).
+ */
+#define PROTO_PROFILE_REPLY_FIXED 12u
+#define PROTO_MAX_PROFILE_OPS ((PROTO_MAX_PAYLOAD - PROTO_PROFILE_REPLY_FIXED) / 4u)
 
 struct proto_frame {
     uint8_t type;

@@ -97,11 +97,14 @@ def build_firmware(
 def _build_host(ws: Workspace, board: Board, engine: str) -> dict:
     from mcu_ids.build.host import build_host_firmware, host_firmware_sources
 
+    defines = {"MCU_IDS_BOARD_NAME": board.name, "MCU_IDS_RX_BUFFER_BYTES": HOST_PTY_BUFFER_BYTES}
+    # The per-op tick table costs one clock read per op; it serves `bench`'s per-layer profile.
+    defines["MCU_IDS_PROFILE_LAYERS"] = None
     binary = build_host_firmware(
         [*host_firmware_sources(), ws.export_dir / "engine_native.c"],
         [ws.export_dir, asset_dir("firmware")],
         ws.build_dir(board.name) / HOST_BINARY,
-        {"MCU_IDS_BOARD_NAME": board.name, "MCU_IDS_RX_BUFFER_BYTES": HOST_PTY_BUFFER_BYTES},
+        defines,
     )
     # The host has no flash budget worth checking; the model and arena are still reported.
     return {"artifact": str(binary)}

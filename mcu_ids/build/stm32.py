@@ -27,6 +27,9 @@ APPS = ("ids", "link-check")
 SHARED_SOURCES = ("app.c", "protocol.c", "shift.c")
 # Generated engine sources per engine, relative to the generated model folder.
 ENGINE_SOURCES = {"native": ("engine_native.c",), "tflm": ("model_data.c",)}
+# The receive ring buffer of firmware/platform_stm32.c (RX_BUFFER_SIZE), stated in the handshake
+# so the harness keeps that many bytes of requests in flight.
+STM32_RX_BUFFER_BYTES = 2048
 PROJECT_FILE = "stm32_project.json"
 BUILD_SUBDIR = "build"
 ELF_NAME = "firmware.elf"
@@ -447,6 +450,7 @@ def render_stm32_project(
     app: str = "ids",
     tflm_dir: Path | None = None,
     engine_sources: list[Path] | None = None,
+    profile_layers: bool | None = None,
 ) -> Path:
     """Write the CMake project for ``board`` into ``out_dir`` and return ``out_dir``.
 
@@ -454,6 +458,9 @@ def render_stm32_project(
     or ``link-check`` (echo and timer check, no model). ``engine_sources`` replaces the engine's
     usual generated files (``ENGINE_SOURCES``), e.g. with a test engine. The project refers to the
     firmware and generated sources where they are; it does not copy them.
+
+    ``profile_layers`` builds the native engine with its per-op tick table (one tick read per op);
+    by default it is on for the generated native engine, off for TFLite Micro and test engines.
     """
     if app not in APPS:
         raise BuildError(f"unknown application {app!r}", hint=f"allowed: {', '.join(APPS)}")
@@ -467,6 +474,11 @@ def render_stm32_project(
         if engine == "tflm":
             _check_tflm_dir(tflm_dir)
     out_dir = Path(out_dir)
+    if profile_layers is None:
+        profile_layers = engine == "native" and engine_sources is None
+    defines = {"MCU_IDS_RX_BUFFER_BYTES": str(STM32_RX_BUFFER_BYTES)}
+    if profile_layers:
+        defines["MCU_IDS_PROFILE_LAYERS"] = None
     context = {
         "board": board,
         "cfg": cfg,
@@ -477,6 +489,7 @@ def render_stm32_project(
         "tflm_dir": Path(tflm_dir).resolve().as_posix() if tflm_dir else "",
         "shared_sources": SHARED_SOURCES,
         "engine_sources": [source.as_posix() for source in sources],
+        "defines": defines,
     }
     outputs = {
         "stm32/CMakeLists.txt.j2": "CMakeLists.txt",

@@ -32,9 +32,17 @@ READ_SLICE_S = 0.02
 
 HELLO = 0x01
 INFER = 0x02
+WINDOW = 0x03
+PROFILE = 0x04
 HELLO_REPLY = 0x81
 RESULT = 0x82
+WINDOW_REPLY = 0x83
+PROFILE_REPLY = 0x84
 ERROR = 0xEE
+
+# HELLO flags: the optional requests the firmware answers.
+FLAG_WINDOWS = 0x01
+FLAG_LAYER_PROFILE = 0x02
 
 ERR_BAD_CRC = 1
 ERR_BAD_LENGTH = 2
@@ -43,6 +51,8 @@ ERR_INPUT_SIZE = 4
 ERR_ENGINE = 5
 ERR_TRUNCATED = 6
 ERR_ENGINE_INIT = 7
+ERR_UNSUPPORTED = 8
+ERR_BAD_REQUEST = 9
 
 ERROR_NAMES = {
     ERR_BAD_CRC: "bad CRC",
@@ -52,7 +62,15 @@ ERROR_NAMES = {
     ERR_ENGINE: "engine failure",
     ERR_TRUNCATED: "truncated frame",
     ERR_ENGINE_INIT: "engine failed to initialise",
+    ERR_UNSUPPORTED: "not supported by this firmware",
+    ERR_BAD_REQUEST: "request out of range",
 }
+
+# Bounds of a WINDOW request (firmware/protocol.h): the reply fits one frame, a window stays short.
+MAX_WINDOWS = (MAX_PAYLOAD - 6) // 4
+MAX_PER_WINDOW = 1000
+MAX_WARMUP = 1000
+MAX_PROFILE_OPS = (MAX_PAYLOAD - 12) // 4
 
 _CRC_POLY = 0x1021
 _CRC_INIT = 0xFFFF
@@ -61,6 +79,9 @@ _HELLO_FIXED = struct.Struct("<BBHHIiIiIIIiH")
 _RESULT_FIXED = struct.Struct("<IHB")
 _ERROR = struct.Struct("<BBHi")
 _RX_BUFFER = struct.Struct("<H")
+_WINDOW_REQUEST = struct.Struct("<HHH")
+_WINDOW_REPLY = struct.Struct("<HHH")
+_PROFILE_REPLY = struct.Struct("<HHII")
 
 
 def _crc_table() -> tuple[int, ...]:
@@ -220,6 +241,16 @@ class Hello:
     def output_scale(self) -> float:
         return _bits_float(self.output_scale_bits)
 
+    @property
+    def has_windows(self) -> bool:
+        """Whether the firmware answers WINDOW requests."""
+        return bool(self.flags & FLAG_WINDOWS)
+
+    @property
+    def has_layer_profile(self) -> bool:
+        """Whether the firmware was built with per-layer timing and answers PROFILE."""
+        return bool(self.flags & FLAG_LAYER_PROFILE)
+
     def to_dict(self) -> dict:
         """Every field plus the scales as floats, for reports."""
         out = asdict(self)
@@ -362,6 +393,80 @@ class ErrorReply:
                 f"an ERROR reply of {len(payload)} bytes arrived, {_ERROR.size} expected"
             )
         return cls(*_ERROR.unpack(payload))
+
+
+@dataclass(frozen=True)
+class WindowReply:
+    """Ticks of each latency window; every window ran ``per_window`` inferences of one row."""
+
+    input_crc: int
+    per_window: int
+    window_ticks: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        fixed = _WINDOW_REPLY.pack(self.input_crc, len(self.window_ticks), self.per_window)
+        return fixed + struct.pack(f"<{len(self.window_ticks)}I", *self.window_ticks)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "WindowReply":
+        """Parse a WINDOW reply payload; raise LinkError if its length disagrees with its count."""
+        if len(payload) < _WINDOW_REPLY.size:
+            raise LinkError(f"a WINDOW reply of {len(payload)} bytes arrived, too short")
+        input_crc, windows, per_window = _WINDOW_REPLY.unpack_from(payload)
+        expected = _WINDOW_REPLY.size + 4 * windows
+        if len(payload) != expected:
+            raise LinkError(
+                f"a WINDOW reply for {windows} windows has {len(payload)} bytes, "
+                f"{expected} expected"
+            )
+        ticks = struct.unpack_from(f"<{windows}I", payload, _WINDOW_REPLY.size)
+        return cls(input_crc, per_window, tuple(ticks))
+
+
+@dataclass(frozen=True)
+class ProfileReply:
+    """One inference timed op by op: total ticks, the cost of one tick read, each op's ticks."""
+
+    input_crc: int
+    total_ticks: int
+    tick_read_ticks: int
+    layer_ticks: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        count = len(self.layer_ticks)
+        fixed = _PROFILE_REPLY.pack(self.input_crc, count, self.total_ticks, self.tick_read_ticks)
+        return fixed + struct.pack(f"<{count}I", *self.layer_ticks)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "ProfileReply":
+        """Parse a PROFILE reply payload; raise LinkError if its length disagrees with its count."""
+        if len(payload) < _PROFILE_REPLY.size:
+            raise LinkError(f"a PROFILE reply of {len(payload)} bytes arrived, too short")
+        input_crc, count, total, read_cost = _PROFILE_REPLY.unpack_from(payload)
+        expected = _PROFILE_REPLY.size + 4 * count
+        if len(payload) != expected:
+            raise LinkError(
+                f"a PROFILE reply for {count} ops has {len(payload)} bytes, {expected} expected"
+            )
+        ticks = struct.unpack_from(f"<{count}I", payload, _PROFILE_REPLY.size)
+        return cls(input_crc, total, read_cost, tuple(ticks))
+
+
+def encode_window(
+    seq: int, features: np.ndarray, *, warmup: int, windows: int, per_window: int
+) -> bytes:
+    """A WINDOW request: warm-ups, then ``windows`` windows of ``per_window`` inferences."""
+    if not (0 <= warmup <= MAX_WARMUP and 1 <= windows <= MAX_WINDOWS):
+        raise ValueError(f"warmup {warmup} or windows {windows} out of range")
+    if not 1 <= per_window <= MAX_PER_WINDOW:
+        raise ValueError(f"per_window {per_window} out of range 1..{MAX_PER_WINDOW}")
+    fixed = _WINDOW_REQUEST.pack(warmup, windows, per_window)
+    return encode_frame(WINDOW, seq, fixed + np.asarray(features, dtype=np.int8).tobytes())
+
+
+def encode_profile(seq: int, features: np.ndarray) -> bytes:
+    """A PROFILE request: one inference of ``features`` timed op by op."""
+    return encode_frame(PROFILE, seq, np.asarray(features, dtype=np.int8).tobytes())
 
 
 def encode_infer(seq: int, features: np.ndarray) -> bytes:
