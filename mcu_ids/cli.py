@@ -267,9 +267,24 @@ def stop_cmd(ctx, board):
     default=None,
     help="Continue the interrupted run in this folder (same model and rows).",
 )
+@click.option(
+    "--energy-meter",
+    "energy_meter",
+    metavar="METER",
+    default=None,
+    help="Measure energy: ppk2[:PORT] or ina:PORT sample during the run (marker pin wired); "
+    "trace:FILE.csv imports a trace recorded during it. See docs/energy.md.",
+)
+@click.option(
+    "--supply-v",
+    "supply_v",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Supply voltage in volts for the meter (default: the board's).",
+)
 @pass_ctx
-def bench_cmd(ctx, board, port, limit, baud, data_dir, seed, resume):
-    """Stream test rows to the device and report accuracy, agreement and latency."""
+def bench_cmd(ctx, board, port, limit, baud, data_dir, seed, resume, energy_meter, supply_v):
+    """Stream test rows to the device and report accuracy, agreement, latency and energy."""
     from mcu_ids.devices import bench_device
 
     report = bench_device(
@@ -282,6 +297,8 @@ def bench_cmd(ctx, board, port, limit, baud, data_dir, seed, resume):
         seed=seed,
         progress=ctx.progress,
         resume=resume,
+        energy_meter=energy_meter,
+        supply_v=supply_v,
     )
     click.echo(report)
 

@@ -274,16 +274,22 @@ def bench_device(
     seed: int = 0,
     progress: bool = True,
     resume: Path | None = None,
+    energy_meter: str | None = None,
+    supply_v: float | None = None,
 ) -> str:
     """Benchmark the flashed device; returns the Markdown report.
 
     With ``resume``, continue the interrupted run in that folder on the rows it chose.
+    ``energy_meter`` (``ppk2[:PORT]``, ``ina:PORT`` or ``trace:FILE.csv``) adds a MEASURED
+    energy figure: a live meter samples while the rows stream, a trace is imported after the
+    run. ``supply_v`` defaults to the board's (none for emulated boards).
     """
     from mcu_ids.hil.harness import read_run_plan, run_benchmark, select_samples
     from mcu_ids.model.shift import format_shift_report, write_shift_report
     from mcu_ids.pipeline import bench_inputs, bench_meta, new_run_dir
 
     board = get_board(board_name)
+    energy = _energy_recording(board, energy_meter, supply_v) if energy_meter else None
     info = ws.read_json(ws.dataset_info, "data")
     quant = ws.read_json(ws.quantization_info, "quantize")
     port = device_port(ws, board, port)
@@ -302,6 +308,8 @@ def bench_device(
     log.info(
         "benchmarking %d rows on %s at %s; results in %s", len(picked), board.name, port, run_dir
     )
+    if energy is not None:
+        energy.start()
     try:
         result = run_benchmark(
             port,
@@ -325,10 +333,17 @@ def bench_device(
             resume=resume is not None,
         )
     except BaseException:
+        if energy is not None:
+            energy.abandon()
         # A run that got no result leaves no empty folder behind (`report compare` reads them).
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
+    if energy is not None:
+        from mcu_ids.hil.energy import add_energy_to_run
+
+        energy.stop()
+        add_energy_to_run(result.out_dir, energy.result(result.rows_received))
     report = (result.out_dir / "report.md").read_text(encoding="utf-8")
     shift = write_shift_report(result.out_dir, info["class_names"], quant["shift"]["threshold"])
     if data_dir is None:
@@ -338,6 +353,15 @@ def bench_device(
     else:
         log.info("no explanations: rows of --data are not the prepared test rows")
     return report + "\n" + format_shift_report(shift)
+
+
+def _energy_recording(board: Board, meter: str, supply_v: float | None):
+    """The run's energy recording, checked before any row is sent."""
+    from mcu_ids.hil.energy import RunEnergy, parse_meter_choice
+
+    if supply_v is None and not board.emulated:
+        supply_v = board.supply_v
+    return RunEnergy(parse_meter_choice(meter), supply_v)
 
 
 def resumed_selection(plan: dict, rows_available: int, run_dir: Path) -> np.ndarray:

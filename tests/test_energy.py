@@ -253,3 +253,117 @@ def test_ppk2_square_wave_over_pty():
 def test_ppk2_refuses_a_voltage_it_cannot_source():
     with pytest.raises(BoardError, match="800-5000 mV"):
         Ppk2Meter(0.5, "/dev/null")
+
+
+# --- energy in a benchmark run -------------------------------------------------------------------
+
+TRACE_DT_S = 1e-3
+TRACE_HIGH_MA = 50.0
+TRACE_LOW_MA = 10.0
+TRACE_V = 3.3
+# Energy of one marker-high span: HIGH_SAMPLES samples of 50 mA at 3.3 V, 1 ms each.
+SPAN_UJ = HIGH_SAMPLES * TRACE_HIGH_MA * 1e-3 * TRACE_V * TRACE_DT_S * 1e6
+
+
+def write_square_wave_csv(path, *, voltage_column: bool = True, marker_column: bool = True):
+    current_ma, marker = _square_wave(TRACE_LOW_MA, TRACE_HIGH_MA)
+    header = ["t_ms", "current_mA"]
+    header += ["voltage_V"] if voltage_column else []
+    header += ["marker"] if marker_column else []
+    lines = [",".join(header)]
+    for i, (amps, level) in enumerate(zip(current_ma, marker, strict=True)):
+        cells = [f"{i * TRACE_DT_S * 1e3:g}", f"{amps:g}"]
+        cells += [f"{TRACE_V:g}"] if voltage_column else []
+        cells += [str(int(level))] if marker_column else []
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_meter_choices_parse_and_bad_ones_say_what_is_allowed():
+    from mcu_ids.errors import McuIdsError
+    from mcu_ids.hil.energy import MeterChoice, parse_meter_choice
+
+    assert parse_meter_choice("ppk2") == MeterChoice("ppk2", None)
+    assert parse_meter_choice("ina:/dev/ttyACM1") == MeterChoice("ina", "/dev/ttyACM1")
+    assert parse_meter_choice("trace:C:/x.csv") == MeterChoice("trace", "C:/x.csv")
+    with pytest.raises(McuIdsError, match="unknown energy meter 'joulescope'.*trace:FILE.csv"):
+        parse_meter_choice("joulescope")
+    with pytest.raises(McuIdsError, match="needs the serial port") as raised:
+        parse_meter_choice("ina")
+    assert raised.value.hint
+
+
+def test_trace_import_errors_come_before_the_run(tmp_path):
+    from mcu_ids.hil.energy import RunEnergy, parse_meter_choice
+
+    with pytest.raises(DataError, match="power trace .*missing.csv does not exist"):
+        RunEnergy(parse_meter_choice(f"trace:{tmp_path / 'missing.csv'}"), 3.3)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,amps\n0,1\n1,2\n")
+    with pytest.raises(DataError, match="time"):
+        RunEnergy(parse_meter_choice(f"trace:{bad}"), 3.3)
+    no_voltage = write_square_wave_csv(tmp_path / "nov.csv", voltage_column=False)
+    with pytest.raises(DataError, match="no voltage column") as raised:
+        RunEnergy(parse_meter_choice(f"trace:{no_voltage}"), None)
+    assert "--supply-v" in raised.value.hint
+
+
+def test_imported_trace_shows_measured_beside_estimated(tmp_path):
+    from mcu_ids.hil.energy import RunEnergy, add_energy_to_run, parse_meter_choice
+    from mcu_ids.hil.report import write_bench_report
+    from tests.test_html_report import CLASS_NAMES, HANDSHAKE, _meta, _records
+
+    write_bench_report(
+        tmp_path, _records(PERIODS), handshake=HANDSHAKE, class_names=CLASS_NAMES, meta=_meta(False)
+    )
+    trace = write_square_wave_csv(tmp_path / "power.csv")
+    energy = RunEnergy(parse_meter_choice(f"trace:{trace}"), None)
+    energy.start()
+    energy.stop()
+    report = add_energy_to_run(tmp_path, energy.result(PERIODS))
+    kinds = [entry["kind"] for entry in report["energy"]]
+    assert kinds == [ESTIMATED, MEASURED]
+    assert report["energy"][1]["uj_per_inference"] == pytest.approx(SPAN_UJ, rel=1e-9)
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert f"| MEASURED | {SPAN_UJ:.4g} |" in markdown and "| ESTIMATED |" in markdown
+    assert 'class="measured">MEASURED' in (tmp_path / "report.html").read_text(encoding="utf-8")
+    # Without a marker, the whole trace (idle time included) is shared among the rows.
+    plain = write_square_wave_csv(tmp_path / "plain.csv", marker_column=False)
+    whole = RunEnergy(parse_meter_choice(f"trace:{plain}"), None).result(PERIODS)
+    current_ma, _ = _square_wave(TRACE_LOW_MA, TRACE_HIGH_MA)
+    expected = current_ma.sum() * 1e-3 * TRACE_V * TRACE_DT_S * 1e6 / PERIODS
+    assert whole.uj_per_inference == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_bench_on_the_host_imports_a_trace(sample_workspace, tmp_path):
+    from mcu_ids.devices import bench_device, build_firmware, flash_firmware, stop_device
+
+    trace = write_square_wave_csv(tmp_path / "power.csv")
+    build_firmware(sample_workspace, "host")
+    flash_firmware(sample_workspace, "host")
+    try:
+        text = bench_device(
+            sample_workspace,
+            "host",
+            None,
+            limit=PERIODS,
+            progress=False,
+            energy_meter=f"trace:{trace}",
+        )
+    finally:
+        stop_device(sample_workspace, "host")
+    # The host has no estimate, the imported trace still gives the measured figure.
+    assert f"| MEASURED | {SPAN_UJ:.4g} |" in text
+    assert "| ESTIMATED | n/a | not estimated: board host has no active current" in text
+
+
+def test_bench_refuses_an_unknown_meter_in_one_line(tmp_path, capsys):
+    from mcu_ids.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--workdir", str(tmp_path), "bench", "--board", "host", "--energy-meter", "dmm"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown energy meter 'dmm'" in err[0]

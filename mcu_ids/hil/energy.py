@@ -312,7 +312,8 @@ def read_trace_csv(path: Path, *, supply_v: float | None = None) -> PowerTrace:
     if v_col is None and supply_v is None:
         raise DataError(
             f"{path} has no voltage column",
-            hint="add a voltage column (voltage_V or voltage_mV) or give the supply voltage",
+            hint="add a voltage column (voltage_V or voltage_mV) or give the supply voltage "
+            "(--supply-v)",
         )
     try:
         table = np.array([[float(row[c]) for c in (t_col, i_col)] for row in body])
@@ -443,7 +444,8 @@ class Ppk2Meter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _open(self):
+    def connect(self):
+        """Find and open the PPK2 (once); a missing package or device raises here."""
         if self._api is not None:
             return self._api
         try:
@@ -459,7 +461,7 @@ class Ppk2Meter:
         return self._api
 
     def start(self) -> None:
-        api = self._open()
+        api = self.connect()
         if not api.get_modifiers():
             raise LinkError(
                 f"the PPK2 on {self.port} did not send its calibration",
@@ -514,6 +516,132 @@ def measure_while(meter: Meter, work, inferences_per_span: int = 1):
     finally:
         trace = meter.stop()
     return outcome, integrate_marker_spans(trace, inferences_per_span)
+
+
+# --- a meter chosen on the command line --------------------------------------------------------
+
+METER_KINDS = ("ppk2", "ina", "trace")
+METER_USAGE = "ppk2, ppk2:PORT, ina:PORT or trace:FILE.csv"
+# Marker spans and answered rows may differ by a few (a span cut by the recording's ends).
+SPAN_COUNT_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class MeterChoice:
+    """What ``--energy-meter`` asked for: a meter kind and its port or file (or None)."""
+
+    kind: str
+    target: str | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether the meter samples during the run (rather than a trace recorded apart)."""
+        return self.kind != "trace"
+
+
+def parse_meter_choice(text: str) -> MeterChoice:
+    """``ppk2``, ``ppk2:PORT``, ``ina:PORT`` or ``trace:FILE.csv`` as a :class:`MeterChoice`."""
+    kind, _, target = text.strip().partition(":")
+    kind = kind.lower()
+    if kind not in METER_KINDS:
+        raise McuIdsError(
+            f"unknown energy meter {text!r}; allowed: {METER_USAGE}",
+            hint="e.g. --energy-meter ina:/dev/ttyACM0 or --energy-meter trace:power.csv",
+        )
+    if kind != "ppk2" and not target:
+        what = "serial port of the INA bridge" if kind == "ina" else "CSV file of the trace"
+        raise McuIdsError(
+            f"--energy-meter {kind} needs the {what}", hint=f"write it as {kind}:{what.split()[0]}"
+        )
+    return MeterChoice(kind, target or None)
+
+
+class RunEnergy:
+    """The energy figure of one benchmark run, from a live meter or an imported trace.
+
+    Built before the run so that a missing file, unreadable columns or an absent meter stop
+    the command before any row is sent. ``start()``/``stop()`` bracket the run (nothing to do
+    for a trace); :meth:`result` integrates once the number of answered rows is known.
+    """
+
+    def __init__(self, choice: MeterChoice, supply_v: float | None, *, meter: Meter | None = None):
+        self.choice = choice
+        self.supply_v = supply_v
+        self.trace: PowerTrace | None = None
+        self.meter: Meter | None = meter
+        if choice.kind == "trace":
+            path = Path(choice.target)
+            if not path.is_file():
+                raise DataError(
+                    f"power trace {path} does not exist",
+                    hint="give the CSV file exported by the meter, as trace:FILE.csv",
+                )
+            self.trace = read_trace_csv(path, supply_v=supply_v)
+        elif self.meter is None:
+            self.meter = self._open_meter()
+
+    def _open_meter(self) -> Meter:
+        if self.choice.kind == "ina":
+            return InaSerialMeter(self.choice.target)
+        if self.supply_v is None:
+            raise BoardError(
+                "the PPK2 needs the voltage to supply the board",
+                hint="give --supply-v (the board's supply voltage in volts)",
+            )
+        meter = Ppk2Meter(self.supply_v, self.choice.target)
+        meter.connect()  # a missing package or device is reported now, not after the run
+        return meter
+
+    def start(self) -> None:
+        """Begin sampling (a live meter only)."""
+        if self.meter is not None:
+            self.meter.start()
+
+    def stop(self) -> None:
+        """End sampling and keep the trace (a live meter only)."""
+        if self.meter is not None:
+            self.trace = self.meter.stop()
+
+    def abandon(self) -> None:
+        """Stop a live meter after a failed run; its own errors are logged, not raised."""
+        if self.meter is None:
+            return
+        try:
+            self.meter.stop()
+        except McuIdsError as exc:
+            log.warning("the energy meter could not be stopped cleanly: %s", exc)
+
+    def result(self, inferences: int) -> EnergyResult:
+        """Energy per inference of the run's ``inferences`` answered rows.
+
+        With a marker channel each span is one inference of the accuracy stream; without one
+        the whole trace is divided by ``inferences`` (and the method says that it includes the
+        time between inferences).
+        """
+        if self.trace is None:
+            raise McuIdsError("no power trace: the meter was not started and stopped")
+        if self.trace.marker is None:
+            return integrate_whole_trace(self.trace, inferences)
+        energy = integrate_marker_spans(self.trace, inferences_per_span=1)
+        spans = energy.details["spans"]
+        energy.details["rows_answered"] = int(inferences)
+        if inferences and abs(spans - inferences) > SPAN_COUNT_TOLERANCE * inferences + 2:
+            log.warning(
+                "%s: %d marker spans for %d answered rows; the trace may cover another run",
+                self.trace.source,
+                spans,
+                inferences,
+            )
+        return energy
+
+
+def add_energy_to_run(run_dir: Path, result: EnergyResult) -> dict:
+    """Save a measured result into the run folder and write its reports again."""
+    from mcu_ids.hil.report import rewrite_bench_report
+
+    save_energy(run_dir, result)
+    log.info("%s: %.4g µJ per inference (%s)", run_dir, result.uj_per_inference, result.kind)
+    return rewrite_bench_report(run_dir)
 
 
 # --- run folders -------------------------------------------------------------------------------
