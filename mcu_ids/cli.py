@@ -229,12 +229,19 @@ def build_cmd(ctx, board, engine, tflm_dir):
 @cli.command("flash")
 @board_option
 @port_option
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Emulated boards: start this many devices (a fleet for `bench`).",
+)
 @pass_ctx
-def flash_cmd(ctx, board, port):
+def flash_cmd(ctx, board, port, count):
     """Put the built firmware on the board (emulated boards: start it) and print its port."""
     from mcu_ids.devices import flash_firmware
 
-    result = flash_firmware(ctx.ws, board, port)
+    result = flash_firmware(ctx.ws, board, port, count=count)
     _echo(result)
 
 
@@ -250,7 +257,12 @@ def stop_cmd(ctx, board):
 
 @cli.command("bench")
 @board_option
-@port_option
+@click.option(
+    "--port",
+    "ports",
+    multiple=True,
+    help="Serial port of the board; repeat it to share the rows over several devices.",
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -268,6 +280,27 @@ def stop_cmd(ctx, board):
     help="Continue the interrupted run in this folder (same model and rows).",
 )
 @click.option(
+    "--warmup",
+    type=click.IntRange(0, 1000),
+    default=10,
+    show_default=True,
+    help="Latency windows: inferences run before the first window.",
+)
+@click.option(
+    "--windows",
+    type=click.IntRange(1, 62),
+    default=5,
+    show_default=True,
+    help="Latency windows: how many, each timed as a whole.",
+)
+@click.option(
+    "--per-window",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="Latency windows: inferences of one test row in each window.",
+)
+@click.option(
     "--energy-meter",
     "energy_meter",
     metavar="METER",
@@ -283,20 +316,37 @@ def stop_cmd(ctx, board):
     help="Supply voltage in volts for the meter (default: the board's).",
 )
 @pass_ctx
-def bench_cmd(ctx, board, port, limit, baud, data_dir, seed, resume, energy_meter, supply_v):
+def bench_cmd(
+    ctx,
+    board,
+    ports,
+    limit,
+    baud,
+    data_dir,
+    seed,
+    resume,
+    energy_meter,
+    supply_v,
+    warmup,
+    windows,
+    per_window,
+):
     """Stream test rows to the device and report accuracy, agreement, latency and energy."""
     from mcu_ids.devices import bench_device
 
     report = bench_device(
         ctx.ws,
         board,
-        port,
+        list(ports),
         limit=limit,
         baud=baud,
         data_dir=data_dir,
         seed=seed,
         progress=ctx.progress,
         resume=resume,
+        warmup=warmup,
+        windows=windows,
+        per_window=per_window,
         energy_meter=energy_meter,
         supply_v=supply_v,
     )

@@ -1,5 +1,6 @@
 """Build, flash, benchmark and stop: the steps that depend on the board."""
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -171,25 +172,31 @@ def read_build_info(ws: Workspace, board: Board) -> dict:
 # --- flash -----------------------------------------------------------------------------------
 
 
-def flash_firmware(ws: Workspace, board_name: str, port: str | None = None) -> dict:
-    """Put the built firmware on the board; emulated boards are started and their port returned."""
+def flash_firmware(ws: Workspace, board_name: str, port: str | None = None, count: int = 1) -> dict:
+    """Put the built firmware on the board; emulated boards are started and their port returned.
+
+    ``count`` starts that many emulated boards (a fleet for `bench`), each recorded in its own
+    state file; real boards are flashed one at a time.
+    """
     board = get_board(board_name)
     info = read_build_info(ws, board)
-    state = ws.device_state(board.name)
-    if board.flasher == "host-process":
-        from mcu_ids.flash.host import start_host_device, stop_host_device
-
-        if state.exists():
-            stop_host_device(state)
-        device = start_host_device(Path(info["artifact"]), state_file=state)
-        return {"board": board.name, "port": device.port, "pid": device.pid}
-    if board.flasher == "qemu":
-        from mcu_ids.flash.qemu import start_qemu, stop_qemu
-
-        if state.exists():
-            stop_qemu(state)
-        device = start_qemu(Path(info["artifact"]), board, state_file=state)
-        return {"board": board.name, "port": device.port, "pid": device.pid}
+    if count < 1 or (count > 1 and not board.emulated):
+        raise BoardError(
+            f"--count {count} for board {board.name}: only emulated boards start several devices",
+            hint="flash each real board with its own --port"
+            if count > 1
+            else "give a count of at least 1",
+        )
+    if board.emulated:
+        _stop_recorded(ws, board)
+        devices = [
+            _start_emulated(board, Path(info["artifact"]), state)
+            for state in device_state_files(ws, board, count)
+        ]
+        result = {"board": board.name, "port": devices[0].port, "pid": devices[0].pid}
+        if count > 1:
+            result.update(ports=[d.port for d in devices], pids=[d.pid for d in devices])
+        return result
     if board.flasher == "pyocd":
         from mcu_ids.flash.pyocd_flasher import flash_stm32
 
@@ -211,33 +218,76 @@ def flash_firmware(ws: Workspace, board_name: str, port: str | None = None) -> d
     return {"board": board.name, "port": port, "flashed": info["project"]}
 
 
-def stop_device(ws: Workspace, board_name: str) -> dict:
-    """Stop an emulated board started by `flash`."""
-    board = get_board(board_name)
-    state = ws.device_state(board.name)
-    if not state.exists():
-        return {"board": board.name, "stopped": False, "reason": "no running device recorded"}
+def device_state_files(ws: Workspace, board: Board, count: int | None = None) -> list[Path]:
+    """State files of a board's emulated devices: ``<board>.json``, then ``<board>.2.json``, ...
+
+    With ``count``, the first ``count`` names; without, those that exist now.
+    """
+    first = ws.device_state(board.name)
+    if count is not None:
+        return [first] + [first.with_name(f"{board.name}.{k}.json") for k in range(2, count + 1)]
+    found = []
+    for path in first.parent.glob(f"{board.name}.*.json"):
+        number = path.name[len(board.name) + 1 : -len(".json")]
+        if number.isdigit():
+            found.append((int(number), path))
+    return ([first] if first.exists() else []) + [path for _, path in sorted(found)]
+
+
+def _start_emulated(board: Board, artifact: Path, state: Path):
+    if board.flasher == "host-process":
+        from mcu_ids.flash.host import start_host_device
+
+        return start_host_device(artifact, state_file=state)
+    from mcu_ids.flash.qemu import start_qemu
+
+    return start_qemu(artifact, board, state_file=state)
+
+
+def _stop_one(board: Board, state: Path) -> bool:
     if board.flasher == "host-process":
         from mcu_ids.flash.host import stop_host_device
 
-        stopped = stop_host_device(state)
-    elif board.flasher == "qemu":
-        from mcu_ids.flash.qemu import stop_qemu
+        return bool(stop_host_device(state))
+    from mcu_ids.flash.qemu import stop_qemu
 
-        stopped = stop_qemu(state)
-    else:
+    return bool(stop_qemu(state))
+
+
+def _stop_recorded(ws: Workspace, board: Board) -> int:
+    """Stop every device of ``board`` recorded in the workspace; returns how many were running."""
+    stopped = 0
+    for state in device_state_files(ws, board):
+        stopped += _stop_one(board, state)
+        state.unlink(missing_ok=True)
+    return stopped
+
+
+def stop_device(ws: Workspace, board_name: str) -> dict:
+    """Stop the emulated board(s) started by `flash`."""
+    board = get_board(board_name)
+    if not board.emulated:
         return {"board": board.name, "stopped": False, "reason": "a real board keeps running"}
-    state.unlink(missing_ok=True)
-    return {"board": board.name, "stopped": bool(stopped)}
+    if not device_state_files(ws, board):
+        return {"board": board.name, "stopped": False, "reason": "no running device recorded"}
+    stopped = _stop_recorded(ws, board)
+    return {"board": board.name, "stopped": stopped > 0, "devices": stopped}
 
 
 def device_port(ws: Workspace, board: Board, port: str | None) -> str:
     """The port to talk to: the one given, or the one an emulated board was started on."""
-    if port:
-        return port
-    state = ws.device_state(board.name)
-    if board.emulated and state.exists():
-        found = _running_port(board, state)
+    return device_ports(ws, board, [port] if port else [])[0]
+
+
+def device_ports(ws: Workspace, board: Board, ports) -> list[str]:
+    """The ports to benchmark: those given, or every running emulated device of the board."""
+    if isinstance(ports, str):
+        ports = [ports]
+    if ports:
+        return list(ports)
+    if board.emulated:
+        found = [_running_port(board, state) for state in device_state_files(ws, board)]
+        found = [port for port in found if port]
         if found:
             return found
     hint = (
@@ -266,7 +316,7 @@ def _running_port(board: Board, state: Path) -> str | None:
 def bench_device(
     ws: Workspace,
     board_name: str,
-    port: str | None,
+    port: str | list[str] | tuple[str, ...] | None,
     *,
     limit: int | None = None,
     baud: int | None = None,
@@ -274,17 +324,31 @@ def bench_device(
     seed: int = 0,
     progress: bool = True,
     resume: Path | None = None,
+    warmup: int | None = None,
+    windows: int | None = None,
+    per_window: int | None = None,
     energy_meter: str | None = None,
     supply_v: float | None = None,
 ) -> str:
     """Benchmark the flashed device; returns the Markdown report.
 
     With ``resume``, continue the interrupted run in that folder on the rows it chose.
+    Several ports (or several emulated devices started by `flash --count`) share the rows: a
+    fleet run with one report. After the rows, the first device runs latency windows
+    (``warmup``, then ``windows`` x ``per_window`` inferences of one test row) and a per-layer
+    profile of that row; both go into the run folder and the report (None: the harness's
+    defaults).
     ``energy_meter`` (``ppk2[:PORT]``, ``ina:PORT`` or ``trace:FILE.csv``) adds a MEASURED
     energy figure: a live meter samples while the rows stream, a trace is imported after the
     run. ``supply_v`` defaults to the board's (none for emulated boards).
     """
-    from mcu_ids.hil.harness import read_run_plan, run_benchmark, select_samples
+    from mcu_ids.hil.harness import (
+        measure_run_latency,
+        read_run_plan,
+        representative_index,
+        run_benchmark,
+        select_samples,
+    )
     from mcu_ids.model.shift import format_shift_report, write_shift_report
     from mcu_ids.pipeline import bench_inputs, bench_meta, new_run_dir
 
@@ -292,7 +356,7 @@ def bench_device(
     energy = _energy_recording(board, energy_meter, supply_v) if energy_meter else None
     info = ws.read_json(ws.dataset_info, "data")
     quant = ws.read_json(ws.quantization_info, "quantize")
-    port = device_port(ws, board, port)
+    ports = device_ports(ws, board, port)
     build = read_build_info(ws, board)
     source = bench_inputs(ws, data_dir, progress=progress)
     if resume is not None:
@@ -306,13 +370,22 @@ def bench_device(
     meta["rows_selected"] = int(len(picked))
     meta["memory"] = build.get("memory")
     log.info(
-        "benchmarking %d rows on %s at %s; results in %s", len(picked), board.name, port, run_dir
+        "benchmarking %d rows on %s at %s; results in %s",
+        len(picked),
+        board.name,
+        ", ".join(ports),
+        run_dir,
     )
     if energy is not None:
         energy.start()
     try:
-        result = run_benchmark(
-            port,
+        if len(ports) > 1:
+            from mcu_ids.hil.fleet import run_fleet
+
+            stream = functools.partial(run_fleet, ports)
+        else:
+            stream = functools.partial(run_benchmark, ports[0])
+        result = stream(
             source["inputs"][picked],
             source["labels"][picked],
             source["reference"][picked],
@@ -344,6 +417,17 @@ def bench_device(
 
         energy.stop()
         add_energy_to_run(result.out_dir, energy.result(result.rows_received))
+    row = representative_index(source["labels"][picked])
+    window_settings = {"warmup": warmup, "windows": windows, "per_window": per_window}
+    measure_run_latency(
+        result.out_dir,
+        ports[0],
+        source["inputs"][picked[row]],
+        sample=picked[row],
+        ops=_engine_ops(ws, build["engine"]),
+        baud=baud or board.baud,
+        **{name: value for name, value in window_settings.items() if value is not None},
+    )
     report = (result.out_dir / "report.md").read_text(encoding="utf-8")
     shift = write_shift_report(result.out_dir, info["class_names"], quant["shift"]["threshold"])
     if data_dir is None:
@@ -362,6 +446,15 @@ def _energy_recording(board: Board, meter: str, supply_v: float | None):
     if supply_v is None and not board.emulated:
         supply_v = board.supply_v
     return RunEnergy(parse_meter_choice(meter), supply_v)
+
+
+def _engine_ops(ws: Workspace, engine: str) -> list[dict] | None:
+    """The native engine's ops in order (name, MACs), which the device's per-op ticks follow."""
+    if engine != "native":
+        return None
+    from mcu_ids.export.native import native_engine_summary
+
+    return native_engine_summary(ws.tflite_model.read_bytes())["ops"]
 
 
 def resumed_selection(plan: dict, rows_available: int, run_dir: Path) -> np.ndarray:
