@@ -24,9 +24,11 @@ from mcu_ids.hil import protocol
 from mcu_ids.hil.harness import (
     LatencyWindows,
     measure_latency,
+    measure_run_latency,
     pipeline_window,
     profile_layers,
     representative_index,
+    run_benchmark,
 )
 from mcu_ids.resources import asset_dir
 
@@ -184,6 +186,47 @@ def test_firmware_without_layer_timing_says_not_available(host_device):
     assert profile["available"] is False
     assert "without per-layer timing" in profile["reason"]
     assert profile["engine"] == "fixture"
+
+
+def fixture_outputs(inputs: np.ndarray) -> np.ndarray:
+    """output[i] = input[i % F] XOR (i * 37), bytewise (the fixture's definition)."""
+    index = np.arange(N_CLASSES)
+    mix = ((index * 37) & 0xFF).astype(np.uint8)
+    return (inputs[:, index % N_FEATURES].view(np.uint8) ^ mix).view(np.int8)
+
+
+@needs_gcc
+def test_a_run_folder_gets_windows_and_the_reason_for_missing_layers(host_device, tmp_path):
+    inputs = np.tile(ROW, (12, 1))
+    run_benchmark(
+        host_device.port,
+        inputs,
+        np.arange(12) % N_CLASSES,
+        fixture_outputs(inputs),
+        expected_model_sha256=host_sha256(),
+        class_names=[f"class{i}" for i in range(N_CLASSES)],
+        out_dir=tmp_path,
+        progress=False,
+    )
+    measure_run_latency(tmp_path, host_device.port, ROW, sample=7, windows=3, per_window=4)
+    meta = json.loads((tmp_path / "report.json").read_text())["meta"]
+    assert meta["latency_windows"]["window_count"] == 3
+    assert meta["latency_windows"]["sample"] == 7
+    assert meta["layer_profile"]["available"] is False and "layers" not in meta
+    assert json.loads((tmp_path / "layers.json").read_text())["available"] is False
+    assert "Latency windows" in (tmp_path / "report.html").read_text()
+    # A device gone after the rows leaves the reason, and the run's results stand.
+    gone = str(tmp_path / "no-such-port")
+    measure_run_latency(tmp_path, gone, ROW)
+    meta = json.loads((tmp_path / "report.json").read_text())["meta"]
+    assert meta["latency_windows"]["available"] is False
+    assert "does not exist" in meta["latency_windows"]["reason"]
+    assert json.loads((tmp_path / "report.json").read_text())["rows"] == 12
+
+
+def host_sha256() -> str:
+    text = (TESTS_C / "model_config.h").read_text()
+    return re.search(r'MCU_IDS_MODEL_SHA256 "(\w+)"', text).group(1)
 
 
 # --- QEMU -------------------------------------------------------------------------------------

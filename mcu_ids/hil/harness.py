@@ -866,6 +866,7 @@ class LatencyWindows:
                 row["us_per_inference"] = ticks / self.per_window * us
             rows.append(row)
         out = {
+            "available": True,
             "board": self.board,
             "engine": self.engine,
             "warmup": self.warmup,
@@ -1113,6 +1114,15 @@ def representative_index(labels: np.ndarray) -> int:
     return int(np.flatnonzero(labels == classes[np.argmax(counts)])[0])
 
 
+def _measured_or_reason(what: str, port: str, measure) -> dict:
+    """What ``measure()`` returns, or why the device could not answer."""
+    try:
+        return measure()
+    except LinkError as exc:
+        log.warning("no %s from %s: %s", what, port, exc.message)
+        return {"available": False, "reason": exc.message}
+
+
 def measure_run_latency(
     run_dir: Path,
     port: str,
@@ -1139,29 +1149,34 @@ def measure_run_latency(
     run_dir = Path(run_dir)
     sample = sample.item() if isinstance(sample, np.generic) else sample
     _check_window_request(warmup, windows, per_window)
-    with protocol.open_link(port, baud) as link:
-        try:
-            measured = measure_latency(
-                link,
-                input_row,
-                warmup=warmup,
-                windows=windows,
-                per_window=per_window,
-                timeout_s=timeout_s,
-                attempts=attempts,
-            ).to_dict()
-        except LinkError as exc:
-            log.warning("no latency windows from %s: %s", port, exc.message)
-            measured = {"available": False, "reason": exc.message}
-        measured.update(port=port, sample=sample)
-        try:
-            layers = profile_layers(
-                link, input_row, ops=ops, timeout_s=timeout_s, attempts=attempts
+    try:
+        with protocol.open_link(port, baud) as link:
+            measured = _measured_or_reason(
+                "latency windows",
+                port,
+                lambda: measure_latency(
+                    link,
+                    input_row,
+                    warmup=warmup,
+                    windows=windows,
+                    per_window=per_window,
+                    timeout_s=timeout_s,
+                    attempts=attempts,
+                ).to_dict(),
             )
-        except LinkError as exc:
-            log.warning("no per-layer profile from %s: %s", port, exc.message)
-            layers = {"available": False, "reason": exc.message}
-        layers.update(port=port, sample=sample)
+            layers = _measured_or_reason(
+                "per-layer profile",
+                port,
+                lambda: profile_layers(
+                    link, input_row, ops=ops, timeout_s=timeout_s, attempts=attempts
+                ),
+            )
+    except LinkError as exc:
+        log.warning("no latency windows nor per-layer profile from %s: %s", port, exc.message)
+        measured = {"available": False, "reason": exc.message}
+        layers = dict(measured)
+    measured.update(port=port, sample=sample)
+    layers.update(port=port, sample=sample)
     write_json(run_dir / LATENCY_WINDOWS_FILE, measured)
     write_json(run_dir / LAYERS_FILE, layers)
     report_path = run_dir / REPORT_JSON
