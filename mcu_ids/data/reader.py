@@ -42,7 +42,7 @@ from tqdm import tqdm
 from mcu_ids.data import labels as taxonomy
 from mcu_ids.data.schema import columns_of, detect_variant, parse_header
 from mcu_ids.errors import DataError
-from mcu_ids.fileio import write_atomic
+from mcu_ids.fileio import new_file_mode, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -271,16 +271,21 @@ def _float32_values(chunk: pa.Array) -> np.ndarray:
     )
 
 
-def _table_to_array(table: pa.Table, columns: tuple[str, ...]):
+def _new_array(shape: tuple[int, int]) -> np.ndarray:
+    return np.empty(shape, dtype=np.float32)
+
+
+def _table_to_array(table: pa.Table, columns: tuple[str, ...], allocate=_new_array):
     """Copy a float32 table into one C-ordered float32 array and count NaN rows and infs.
 
     Returns ``(x, nan_rows, positive_inf, negative_inf)``: the array, a bool per row, and the
     count of +inf and -inf per column. Works through row slices small enough to stay in the CPU
     cache: a slice's columns are gathered and then transposed into place, which is several times
-    faster than writing whole columns with a stride.
+    faster than writing whole columns with a stride. ``allocate(shape)`` gives the float32 array
+    to fill (a memory-mapped cache file, say).
     """
     n_columns = len(columns)
-    out = np.empty((table.num_rows, n_columns), dtype=np.float32)
+    out = allocate((table.num_rows, n_columns))
     nan_rows = np.zeros(table.num_rows, dtype=bool)
     positive = np.zeros(n_columns, dtype=np.int64)
     negative = np.zeros(n_columns, dtype=np.int64)
@@ -302,16 +307,17 @@ def _table_to_array(table: pa.Table, columns: tuple[str, ...]):
     return out, nan_rows, positive, negative
 
 
-def read_feature_file(path: Path, variant: str) -> tuple[np.ndarray, dict]:
+def read_feature_file(path: Path, variant: str, allocate=_new_array) -> tuple[np.ndarray, dict]:
     """Read one dataset CSV into a float32 array in the variant's column order, and its stats.
 
     Rows with a NaN are dropped and counted; +/-inf values are kept and counted per column.
+    ``allocate(shape)`` gives the array the rows are written into before NaN rows are dropped.
     """
     path = Path(path)
     columns = columns_of(variant)
     header = read_header(path)
     table, header_rows = _parse_table(path, header, columns)
-    x, nan_rows, positive, negative = _table_to_array(table, columns)
+    x, nan_rows, positive, negative = _table_to_array(table, columns, allocate)
     del table
     inf_values = {
         name: {"+inf": int(positive[i]), "-inf": int(negative[i])}
@@ -337,18 +343,56 @@ def _cache_paths(path: Path, variant: str, cache_dir: Path) -> tuple[Path, Path]
     return cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
 
 
-def _save_cache(x: np.ndarray, stats: dict, npy: Path, meta: Path) -> None:
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", dir=npy.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, x, allow_pickle=False)
-        os.replace(tmp, npy)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # The stats file is written last: an entry counts as present only when both files exist.
-    write_atomic(meta, json.dumps(stats))
+class _CacheEntry:
+    """A cache entry being written: the parsed rows go straight into a memory-mapped ``.npy``.
+
+    Writing the rows once, into the file's pages, costs no second pass over the data; the
+    entry counts only once :meth:`commit` has renamed the array into place and then written
+    the stats file.
+    """
+
+    def __init__(self, npy: Path, meta: Path):
+        self.npy = npy
+        self.meta = meta
+        self.tmp: Path | None = None
+        self.failed = False
+
+    def allocate(self, shape: tuple[int, int]) -> np.ndarray:
+        """A float32 array of ``shape`` backed by a temporary ``.npy`` next to the entry."""
+        self.npy.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.npy.name}.", dir=self.npy.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        if shape[0] == 0:
+            return np.empty(shape, dtype=np.float32)
+        x = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=shape)
+        # Reserve the blocks now: a full disk is then an OSError here, not a SIGBUS while the
+        # rows are written into the mapping.
+        if hasattr(os, "posix_fallocate"):
+            fd = os.open(self.tmp, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+        return x
+
+    def commit(self, x: np.ndarray, stats: dict) -> None:
+        """Make the entry current: the array file under its name, then the stats file."""
+        if not isinstance(x, np.memmap) or x.filename is None or Path(x.filename) != self.tmp:
+            # Rows were dropped (a copy) or the file is empty: write the final array itself.
+            with open(self.tmp, "wb") as handle:
+                np.save(handle, np.ascontiguousarray(x), allow_pickle=False)
+        os.chmod(self.tmp, new_file_mode())
+        os.replace(self.tmp, self.npy)
+        self.tmp = None
+        # The stats file is written last: an entry counts as present only when both files exist.
+        write_atomic(self.meta, json.dumps(stats))
+
+    def discard(self) -> None:
+        """Remove the temporary file of an entry that will not be committed."""
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
 
 
 def _load_cache(npy: Path, meta: Path) -> tuple[np.ndarray, dict] | None:
@@ -360,6 +404,36 @@ def _load_cache(npy: Path, meta: Path) -> tuple[np.ndarray, dict] | None:
     except (OSError, ValueError) as error:
         log.warning("ignoring unreadable cache entry %s: %s", npy.name, error)
         return None
+    return x, stats
+
+
+def _read_into_cache(path: Path, variant: str, entry: _CacheEntry, cache_dir: Path):
+    """Read a file with its rows written into a new cache entry.
+
+    A cache that cannot be written costs a warning, not the load: the rows then go to memory.
+    """
+
+    def allocate(shape):
+        try:
+            return entry.allocate(shape)
+        except OSError as error:
+            log.warning("could not cache %s in %s: %s", path.name, cache_dir, error)
+            entry.discard()
+            entry.failed = True
+            return _new_array(shape)
+
+    try:
+        x, stats = read_feature_file(path, variant, allocate)
+    except BaseException:
+        entry.discard()
+        raise
+    if not entry.failed:
+        try:
+            entry.commit(x, stats)
+        except OSError as error:
+            # The mapped rows stay readable after their file is removed.
+            log.warning("could not cache %s in %s: %s", path.name, cache_dir, error)
+            entry.discard()
     return x, stats
 
 
@@ -386,14 +460,11 @@ def _read_parts(files, variant, cache_dir, progress) -> tuple[list[_Part], dict]
             if loaded is not None:
                 cache["hits"] += 1
                 x, stats = loaded
+            elif entry:
+                cache["misses"] += 1
+                x, stats = _read_into_cache(path, variant, _CacheEntry(*entry), cache_dir)
             else:
                 x, stats = read_feature_file(path, variant)
-                if entry:
-                    cache["misses"] += 1
-                    try:
-                        _save_cache(x, stats, *entry)
-                    except OSError as error:
-                        log.warning("could not cache %s in %s: %s", path.name, cache_dir, error)
             if stats["rows_read"] == 0:
                 log.warning("%s has a header and no rows; it adds nothing", path.name)
             if stats["nan_rows_dropped"]:
