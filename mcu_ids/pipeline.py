@@ -420,6 +420,7 @@ def bench_meta(ws: Workspace, board, engine: str, source: dict) -> dict:
         "data": SYNTHETIC_NOTE if source["synthetic"] else "real CICIoMT2024 rows",
         "split": source["split"],
         "view": info["view"],
+        "seed": info["seed"],
         "model_sha256": quant["model_sha256"],
         "shift_threshold": quant["shift"]["threshold"],
         "test_rows_also_in_train": info.get("test_rows_also_in_train", 0)
