@@ -24,13 +24,13 @@ from mcu_ids.hil.harness import (
     DEFAULT_TIMEOUT_S,
     FAILURES_FILE,
     HANDSHAKE_FILE,
-    MAX_WINDOW,
     RUN_FILE,
     BenchResult,
     DeviceSession,
     ResultSink,
     check_shapes,
     connect_device,
+    default_window,
     finish_run,
     outcome_record,
     pipeline_window,
@@ -127,7 +127,6 @@ def run_fleet(
 
     with ExitStack() as stack:
         sessions = []
-        limit = MAX_WINDOW if window is None else window
         for port in ports:
             link, hello = connect_device(
                 port,
@@ -139,6 +138,7 @@ def run_fleet(
                 expected_quantization=expected_quantization,
             )
             stack.enter_context(link)
+            limit = default_window(hello) if window is None else window
             sessions.append(
                 DeviceSession(
                     link, hello, timeout_s, attempts, pipeline_window(hello, inputs.shape[1], limit)
