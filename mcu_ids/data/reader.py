@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
+from mcu_ids.data import fastcsv
 from mcu_ids.data import labels as taxonomy
 from mcu_ids.data.schema import columns_of, detect_variant, parse_header
 from mcu_ids.errors import DataError
@@ -312,13 +313,19 @@ def read_feature_file(path: Path, variant: str, allocate=_new_array) -> tuple[np
 
     Rows with a NaN are dropped and counted; +/-inf values are kept and counted per column.
     ``allocate(shape)`` gives the array the rows are written into before NaN rows are dropped.
+    The native parser (:mod:`mcu_ids.data.fastcsv`) reads the file when it can; otherwise, or
+    when the file holds anything but plain numbers, pyarrow does, with the same result.
     """
     path = Path(path)
     columns = columns_of(variant)
     header = read_header(path)
-    table, header_rows = _parse_table(path, header, columns)
-    x, nan_rows, positive, negative = _table_to_array(table, columns, allocate)
-    del table
+    parsed = fastcsv.read_rows(path, header, columns, allocate)
+    header_rows = 0
+    if parsed is None:
+        table, header_rows = _parse_table(path, header, columns)
+        parsed = _table_to_array(table, columns, allocate)
+        del table
+    x, nan_rows, positive, negative = parsed
     inf_values = {
         name: {"+inf": int(positive[i]), "-inf": int(negative[i])}
         for i, name in enumerate(columns)
@@ -358,7 +365,11 @@ class _CacheEntry:
         self.failed = False
 
     def allocate(self, shape: tuple[int, int]) -> np.ndarray:
-        """A float32 array of ``shape`` backed by a temporary ``.npy`` next to the entry."""
+        """A float32 array of ``shape`` backed by a temporary ``.npy`` next to the entry.
+
+        A second call replaces the first array's file (the native parser gave up on the file).
+        """
+        self.discard()
         self.npy.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.npy.name}.", dir=self.npy.parent)
         os.close(fd)
