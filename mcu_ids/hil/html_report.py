@@ -397,7 +397,8 @@ def render_html_report(
     if total_macs and median_ticks:
         per_mac = {"macs": total_macs, "value": median_ticks * factor / total_macs}
         per_mac["unit"] = work_unit
-    layers = layer_costs(results, macs, factor, work_unit)
+    # The per-layer profile measured after the rows, else per-record layer ticks if any.
+    layers = meta.get("layers") or layer_costs(results, macs, factor, work_unit)
     if layers:
         images["layers"] = png_data_uri(layer_cost_png(layers, work_unit))
     env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)

@@ -149,7 +149,7 @@ def _save_latency_plot(latency: dict, results: list[dict], path: Path) -> Path:
 def _fmt_summary(summary: dict) -> str:
     if not summary.get("count"):
         return "n/a | n/a | n/a"
-    return " | ".join(f"{summary[key]:.4g}" for key in ("median", "p90", "p99"))
+    return " | ".join(f"{summary[key]:.6g}" for key in ("median", "p90", "p99"))
 
 
 def _markdown(report: dict, device_table: str | None, reference_table: str | None) -> str:
@@ -204,6 +204,8 @@ def _markdown(report: dict, device_table: str | None, reference_table: str | Non
     ]
     if report.get("files", {}).get("latency_plot"):
         lines += [f"![latency]({LATENCY_PNG})", ""]
+    lines += _windows_markdown(meta.get("latency_windows"))
+    lines += _layers_markdown(meta.get("layers"), meta.get("layer_profile"))
     lines += _energy_markdown(report.get("energy", []))
     if device_table:
         lines += ["## On-device classification", "", device_table]
@@ -213,8 +215,63 @@ def _markdown(report: dict, device_table: str | None, reference_table: str | Non
         lines += ["## Host reference on the same rows", "", reference_table]
     lines += ["## Run", "", "| key | value |", "|---|---|"]
     for key, value in sorted(meta.items()):
+        if key in _OWN_SECTIONS:
+            continue
         lines.append(f"| {key} | {json.dumps(value) if isinstance(value, dict) else value} |")
     return "\n".join(lines) + "\n"
+
+
+# Meta entries shown in sections of their own rather than in the Run table.
+_OWN_SECTIONS = ("latency_windows", "layers", "layer_profile")
+
+
+def _windows_markdown(windows: dict | None) -> list[str]:
+    if not windows:
+        return []
+    lines = ["## Latency windows", ""]
+    if not windows.get("available"):
+        return lines + [f"Not measured: {windows.get('reason', 'unknown reason')}.", ""]
+    lines += [
+        f"{windows['warmup']} warm-up inferences, then {windows['window_count']} windows of "
+        f"{windows['per_window']} back-to-back inferences on sample {windows.get('sample')} "
+        f"(marker pin high around each window); {windows['throughput_per_s']:.1f} inferences/s.",
+        "",
+        "| per inference | median | p90 | p99 |",
+        "|---|---:|---:|---:|",
+        f"| ticks | {_fmt_summary(windows['per_inference_ticks'])} |",
+        f"| µs | {_fmt_summary(windows['per_inference_us'])} |",
+        "",
+        "Window totals (ticks): " + ", ".join(str(t) for t in windows["window_ticks"]),
+        "",
+    ]
+    return lines
+
+
+def _layers_markdown(layers: list | None, profile: dict | None) -> list[str]:
+    if not layers:
+        if profile and not profile.get("available", True):
+            return ["## Per-layer cost", "", f"Not measured: {profile.get('reason')}.", ""]
+        return []
+    unit = (profile or {}).get("work_unit", "ticks")
+    key = f"{unit}_median" if f"{unit}_median" in layers[0] else "ticks_median"
+    per_mac = key.replace("_median", "_per_mac")
+    label = key.removesuffix("_median")
+    lines = [
+        "## Per-layer cost",
+        "",
+        f"Median of {(profile or {}).get('repeats', '?')} profiled inferences; reading the "
+        f"counter costs {(profile or {}).get('tick_read_ticks', '?')} ticks per layer.",
+        "",
+        f"| # | op | MACs | {label} | {label} per MAC | share % |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in layers:
+        ratio = row.get(per_mac)
+        lines.append(
+            f"| {row['index']} | {row['op']} | {row['macs']} | {row[key]:.0f} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}'} | {row.get('share_pct', 0):.1f} |"
+        )
+    return lines + [""]
 
 
 def failed_rows_note(meta: dict) -> str:
