@@ -1,7 +1,9 @@
 """The whole chain: model -> firmware -> device -> serial benchmark -> report."""
 
+import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +71,51 @@ def test_qemu_f405_is_exact_and_its_latency_repeats(sample_workspace):
         for run in (first_run, second_run)
     ]
     assert np.abs(ticks[0] - ticks[1]).max() <= 1
+    windows = [report["meta"]["latency_windows"]["window_ticks"] for report in (first, second)]
+    assert np.abs(np.array(windows[0]) - np.array(windows[1])).max() <= 1
+    check_html_report_renders(second_run)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def check_html_report_renders(run_dir) -> None:
+    """The emulated board's report shows its emulated latency, per-layer cost, estimated energy
+    and memory, with its plots, in a real browser."""
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    for heading in ("Latency", "Per-layer cost", "Energy per inference", "Memory"):
+        assert heading in html, heading
+    assert "ESTIMATED" in html and "emulated" in html
+    if CHROMIUM is None:
+        return
+    profile = run_dir.parent / "chromium-profile"
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            (run_dir / "report.html").resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    images = re.findall(r'<img[^>]*src="data:image/png;base64,([^"]+)"', dom)
+    # latency histogram, per-layer bars, confusion matrix, per-class F1
+    assert len(images) >= 4
+    assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
 
 
 @pytest.mark.slow
