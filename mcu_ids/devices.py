@@ -342,13 +342,8 @@ def bench_device(
     energy figure: a live meter samples while the rows stream, a trace is imported after the
     run. ``supply_v`` defaults to the board's (none for emulated boards).
     """
-    from mcu_ids.hil.harness import (
-        measure_run_latency,
-        read_run_plan,
-        representative_index,
-        run_benchmark,
-        select_samples,
-    )
+    from mcu_ids.hil.harness import read_run_plan, run_benchmark, select_samples
+    from mcu_ids.hil.latency import measure_run_latency, representative_index
     from mcu_ids.model.shift import format_shift_report, write_shift_report
     from mcu_ids.pipeline import bench_inputs, bench_meta, new_run_dir
 

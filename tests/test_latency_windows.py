@@ -21,16 +21,13 @@ from mcu_ids.errors import LinkError, McuIdsError
 from mcu_ids.flash import qemu
 from mcu_ids.flash.host import start_host_device, stop_host_device
 from mcu_ids.hil import protocol
-from mcu_ids.hil.harness import (
+from mcu_ids.hil.harness import default_window, pipeline_window, run_benchmark, stream_rows
+from mcu_ids.hil.latency import (
     LatencyWindows,
-    default_window,
     measure_latency,
     measure_run_latency,
-    pipeline_window,
     profile_layers,
     representative_index,
-    run_benchmark,
-    stream_rows,
 )
 from mcu_ids.resources import asset_dir
 
