@@ -21,13 +21,12 @@ from mcu_ids.errors import DataError, LinkError, McuIdsError
 from mcu_ids.fileio import write_json
 from mcu_ids.hil import protocol
 from mcu_ids.hil.protocol import DeviceLink, ErrorReply, Frame, Hello, Result
-from mcu_ids.hil.report import RESULTS_FILE, load_results, write_bench_report
+from mcu_ids.hil.report import FAILURES_FILE, RESULTS_FILE, load_results, write_bench_report
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_FILE = "handshake.json"
 RUN_FILE = "run.json"
-FAILURES_FILE = "failures.jsonl"
 DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_ATTEMPTS = 3
 # The handshake is tried at least this often before the device is declared silent.
