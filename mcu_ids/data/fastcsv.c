@@ -9,7 +9,8 @@
  * which knows every rule and writes the precise error messages.
  *
  * Values are rounded to float32 exactly as a correctly rounding decimal-to-float32 conversion
- * would (the general reader's): see to_float().
+ * would (the general reader's): see to_float(). Per row it also notes a NaN, and per column it
+ * counts +inf and -inf, so the caller needs no second pass over the rows.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -25,34 +26,32 @@ enum fastcsv_status {
     FASTCSV_FIELD_COUNT = 2, /* a line with fewer or more fields than the header */
     FASTCSV_LINE_END = 3,    /* a carriage return not followed by a line feed */
     FASTCSV_ROW_COUNT = 4,   /* the parse found more rows than the count did */
-    FASTCSV_NO_MEMORY = 5,
+    FASTCSV_NO_MEMORY = 5,   /* no memory for the copy of a chunk's last lines */
 };
 
 /* Decimal digits an unsigned 64-bit mantissa always holds. */
 #define MAX_MANTISSA_DIGITS 19
-/* Integers and powers of ten that float and double hold exactly. */
-#define FLOAT_EXACT_MANTISSA (1ULL << 24)
-#define FLOAT_EXACT_POW10 10
-#define DOUBLE_EXACT_POW10 22
+/* The powers of ten in the table, as correctly rounded doubles (exact from 1e0 to 1e22). */
+#define MAX_POW10 22
 /* Double mantissa bits below float32 precision, and the pattern of a float32 midpoint. */
 #define DROPPED_BITS 29
 #define MIDPOINT_BITS (1ULL << (DROPPED_BITS - 1))
-/* Units in the last place of a double kept clear of a float32 midpoint (the error is <= 2). */
+/* Units in the last place of a double kept clear of a float32 midpoint (the error is <= 3). */
 #define MIDPOINT_MARGIN 8
-/* Fields handed to strtof are copied here, or to the heap when longer. */
-#define SLOW_FIELD_BYTES 128
 /* Bytes at a chunk's end parsed from a copy (at least the longest read past a field). */
 #define TAIL_BYTES 64
+/* Fields handed to strtof are copied here, or to the heap when longer. */
+#define SLOW_FIELD_BYTES 128
 /* Larger exponents saturate: the value is 0 or inf either way. */
 #define MAX_EXPONENT 100000
+/* Float32 exponent bits: all set for inf and NaN. */
+#define FLOAT_EXPONENT_BITS 0x7f800000u
 
-static const float FLOAT_POW10[FLOAT_EXACT_POW10 + 1] = {
-    1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f, 1e8f, 1e9f, 1e10f,
-};
-
-static const double DOUBLE_POW10[DOUBLE_EXACT_POW10 + 1] = {
-    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
-    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+static const double POW10[2 * MAX_POW10 + 1] = {
+    1e-22, 1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14, 1e-13, 1e-12,
+    1e-11, 1e-10, 1e-9,  1e-8,  1e-7,  1e-6,  1e-5,  1e-4,  1e-3,  1e-2,  1e-1,
+    1e0,   1e1,   1e2,   1e3,   1e4,   1e5,   1e6,   1e7,   1e8,   1e9,   1e10,
+    1e11,  1e12,  1e13,  1e14,  1e15,  1e16,  1e17,  1e18,  1e19,  1e20,  1e21, 1e22,
 };
 
 /* Tokens the general reader reads as missing values (reader.NULL_TOKENS); they become NaN. */
@@ -150,30 +149,22 @@ static int slow_float(const char *begin, const char *stop, float *value)
 /*
  * Round m * 10^exp10 to float32, as a correctly rounding conversion of the text would.
  *
- * When m and 10^|exp10| are exact floats, one float operation rounds correctly. Otherwise, for
- * |exp10| <= 22 (10^|exp10| is an exact double) one double operation on (double)m gives d
- * within 2 units in the last place of the exact value (two roundings); rounding d to float32
- * then gives the correctly rounded float unless the exact value and d can lie on different sides
- * of a float32 midpoint, that is unless d's 29 bits below float precision are within
- * MIDPOINT_MARGIN of the midpoint pattern. Those values (about 3 in 10^8) and every other case
- * go to strtof, which rounds correctly. Returns 0 when strtof does not accept the text.
+ * For |exp10| <= 22, d = (double)m * 10^exp10 (the power a correctly rounded double constant)
+ * takes three roundings, so it is within 3 units in the last place of the exact value. Rounding
+ * d to float32 gives the correctly rounded float unless the exact value and d can lie on
+ * different sides of a float32 midpoint, that is unless d's 29 bits below float precision are
+ * within MIDPOINT_MARGIN of the midpoint pattern. Those values (about 3 in 10^8) and every other
+ * case go to strtof, which rounds correctly. Returns 0 when strtof does not accept the text.
  */
 static int to_float(uint64_t m, int exp10, int negative, const char *begin, const char *stop,
                     float *value)
 {
-    float f;
     double d;
     uint64_t bits, low;
+    float f;
 
-    if (m <= FLOAT_EXACT_MANTISSA && exp10 >= -FLOAT_EXACT_POW10 && exp10 <= FLOAT_EXACT_POW10) {
-        f = (float)m;
-        f = exp10 < 0 ? f / FLOAT_POW10[-exp10] : f * FLOAT_POW10[exp10];
-        *value = negative ? -f : f;
-        return 1;
-    }
-    if (exp10 >= -DOUBLE_EXACT_POW10 && exp10 <= DOUBLE_EXACT_POW10) {
-        d = (double)m;
-        d = exp10 < 0 ? d / DOUBLE_POW10[-exp10] : d * DOUBLE_POW10[exp10];
+    if (exp10 >= -MAX_POW10 && exp10 <= MAX_POW10) {
+        d = (double)m * POW10[exp10 + MAX_POW10];
         memcpy(&bits, &d, sizeof bits);
         low = bits & ((1ULL << DROPPED_BITS) - 1);
         /* m >= 1 and exp10 >= -22 keep d above float32's smallest normal, so the bits below
@@ -321,6 +312,7 @@ static const char *parse_line(struct job *job, const char *p)
         int column = job->column_of_field[field];
         const char *q;
         float value;
+        uint32_t bits;
         if (column < 0) {
             q = field_end(p);
         } else {
@@ -330,12 +322,15 @@ static const char *parse_line(struct job *job, const char *p)
                 return NULL;
             }
             row[column] = value;
-            if (value != value) {
-                has_nan = 1;
-            } else if (value == INFINITY) {
-                job->positive_inf[column]++;
-            } else if (value == -INFINITY) {
-                job->negative_inf[column]++;
+            memcpy(&bits, &value, sizeof bits);
+            if ((bits & FLOAT_EXPONENT_BITS) == FLOAT_EXPONENT_BITS) {
+                if (value != value) {
+                    has_nan = 1;
+                } else if (value > 0) {
+                    job->positive_inf[column]++;
+                } else {
+                    job->negative_inf[column]++;
+                }
             }
         }
         if (*q == ',' && field + 1 < job->n_fields) {
