@@ -4,6 +4,8 @@ Writes a synthetic 45-column dataset once (about 8.8 M rows by default, the size
 CICIoMT2024 CSV set) and measures, each in a fresh Python process:
 
 - ``pandas``: ``pandas.read_csv`` of every file, then ``pandas.concat``;
+- ``pyarrow``: ``load_dataset(use_cache=False)`` with the native parser turned off
+  (``MCU_IDS_NATIVE_CSV=0``), so every file goes through the reader's general pyarrow path;
 - ``uncached``: ``load_dataset(use_cache=False)`` (parses every CSV, writes no cache);
 - ``cold``: ``load_dataset`` with an empty cache folder (parses every CSV and fills the cache);
 - ``cached``: ``load_dataset`` again with that cache.
@@ -29,7 +31,7 @@ from pathlib import Path
 
 FULL_SIZE_ROWS = 8_800_000
 N_CLASSES = 19
-METHODS = ("pandas", "uncached", "cold", "cached")
+METHODS = ("pandas", "pyarrow", "uncached", "cold", "cached")
 READ_CHUNK_BYTES = 1 << 24
 
 log = logging.getLogger("bench_loading")
@@ -65,9 +67,12 @@ def measure(method: str, folder: Path, cache_dir: Path) -> dict:
         table = pd.concat(frames, ignore_index=True)
         rows = len(table)
     else:
+        from mcu_ids.data import fastcsv
         from mcu_ids.data.reader import load_dataset
 
-        use_cache = method != "uncached"
+        if method == "pyarrow":
+            os.environ[fastcsv.NATIVE_ENV] = "0"
+        use_cache = method not in ("uncached", "pyarrow")
         dataset = load_dataset(folder, progress=False, cache_dir=cache_dir, use_cache=use_cache)
         rows = len(dataset.y_train) + len(dataset.y_test)
     seconds = time.perf_counter() - start
@@ -121,11 +126,24 @@ def warm_page_cache(folder: Path) -> None:
                 pass
 
 
+def native_parser() -> str:
+    """Which native CSV parser the load methods use (built now if needed), or why none."""
+    from mcu_ids.data import fastcsv
+
+    if not fastcsv.enabled():
+        return f"off ({fastcsv.NATIVE_ENV})"
+    library = fastcsv.load_library()
+    if library is None:
+        return "not available (no working C compiler): every method used pyarrow"
+    return f"on, compiled with {' '.join(fastcsv.compiler_command())}"
+
+
 def print_table(results: list[dict], folder: Path) -> None:
     base = next(r for r in results if r["method"] == "pandas")
     size = sum(p.stat().st_size for p in folder.glob("*.csv"))
     print(f"dataset: {folder} ({size / 2**30:.2f} GiB of CSV, {base['rows']:,} rows)")
     print(f"load average when done: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(f"native parser: {native_parser()}")
     print(f"{'method':<9} {'wall s':>8} {'CPU s':>8} {'peak MiB':>9} {'speedup':>8} {'memory':>8}")
     for r in results:
         speedup = base["seconds"] / r["seconds"]
@@ -153,6 +171,7 @@ def main(argv=None) -> int:
     folder = args.dir or default_cache_dir() / f"bench-dataset-{args.rows}"
     ensure_dataset(folder, args.rows)
     warm_page_cache(folder)
+    native_parser()  # built before the timed runs, which must not include the compilation
     cache_dir = Path(tempfile.mkdtemp(prefix="mcu-ids-bench-cache-"))
     try:
         results = []

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcu_ids.data import fastcsv
+from mcu_ids.data import fastcsv, reader
 from mcu_ids.data.reader import (
     NULL_TOKENS,
     load_dataset,
@@ -327,3 +327,24 @@ def test_the_library_is_keyed_by_source_and_compiler(tmp_path):
     assert built.is_file() and built.parent == tmp_path / "native"
     assert fastcsv.build_library(tmp_path, compiler) == built
     assert fastcsv.library_path(tmp_path, [*compiler, "-w"]) != built
+
+
+def test_an_unwritable_cache_is_tried_once_per_file_even_when_the_parser_hands_over(
+    tmp_path, monkeypatch
+):
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=40, seed=2)
+    repeated = folder / "Benign_train.pcap.csv"
+    text = repeated.read_text().splitlines()
+    repeated.write_text("\n".join(text[:5] + text[:1] + text[5:]) + "\n")
+    tried = []
+
+    def full_disk(entry, shape):
+        tried.append(entry.npy)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reader._CacheEntry, "allocate", full_disk)
+    cache = tmp_path / "cache"
+    dataset = load_dataset(folder, progress=False, cache_dir=cache)
+    assert len(tried) == len(set(tried)) == len(list(folder.glob("*.csv")))
+    assert dataset.stats["header_rows_skipped"] == 1
+    assert not cache.exists() or not list(cache.iterdir())

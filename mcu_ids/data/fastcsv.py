@@ -52,6 +52,8 @@ PROBLEMS = {
     2: "a wrong number of fields",
     3: "a carriage return without a line feed",
     4: "more rows than counted",
+    5: "no memory for a copy of the last lines",
+    -1: "no memory for the chunk list",
 }
 
 _P = ctypes.c_void_p
@@ -165,6 +167,59 @@ def _address(array: np.ndarray) -> int:
     return array.ctypes.data
 
 
+def _mapping_address(mapped: mmap.mmap) -> int:
+    """The address of a mapping's first byte, without keeping a buffer export on it.
+
+    An export would stop the mapping from closing for as long as anything (a traceback kept by
+    a log handler, say) holds the frame that made it; the address stays valid until it closes.
+    """
+    view = np.frombuffer(mapped, dtype=np.uint8)
+    address = view.ctypes.data
+    del view
+    return address
+
+
+def _count_rows(library, address: int, body: int, size: int):
+    """Split the body into chunks at line starts; return their bounds, first rows and lines.
+
+    Returns None when the native side cannot allocate its chunk list.
+    """
+    n_chunks = max(1, min(_thread_count(), (size - body) // MIN_CHUNK_BYTES))
+    bounds = np.zeros(n_chunks + 1, dtype=np.int64)
+    rows = np.zeros(n_chunks, dtype=np.int64)
+    lines = np.zeros(n_chunks, dtype=np.int64)
+    status = library.fastcsv_count(
+        address, body, size, n_chunks, _address(bounds), _address(rows), _address(lines)
+    )
+    if status != 0:
+        return None  # no memory for the chunk list: the general reader will say so
+    first_row = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+    return bounds, first_row, lines
+
+
+def _parse_chunks(library, address: int, bounds, first_row, column_of_field, x: np.ndarray):
+    """Parse the chunks into ``x``; return the status, the NaN flags, inf counts and failure."""
+    n_chunks = len(bounds) - 1
+    n_columns = x.shape[1]
+    nan_rows = np.zeros(len(x), dtype=np.uint8)
+    inf_counts = np.zeros((n_chunks, 2, n_columns), dtype=np.int64)
+    failure = np.zeros(3, dtype=np.int64)
+    status = library.fastcsv_parse(
+        address,
+        n_chunks,
+        _address(bounds),
+        _address(first_row),
+        len(column_of_field),
+        _address(column_of_field),
+        n_columns,
+        _address(x),
+        _address(nan_rows),
+        _address(inf_counts),
+        _address(failure),
+    )
+    return status, nan_rows.view(bool), inf_counts, failure
+
+
 def _parse_mapped(library, mapped: mmap.mmap, path: Path, columns, column_of_field, allocate):
     """Count and parse the mapped file; return the rows and their counts, or None."""
     header_end = mapped.find(b"\n")
@@ -172,63 +227,32 @@ def _parse_mapped(library, mapped: mmap.mmap, path: Path, columns, column_of_fie
         return None  # the general reader decides what a lone header line is
     if b"\r" in mapped[:header_end].rstrip(b"\r"):
         return None  # old Mac line ends: the general reader splits lines at a lone CR
-    data = np.frombuffer(mapped, dtype=np.uint8)
-    try:
-        body = header_end + 1
-        return _parse_body(library, data, body, path, columns, column_of_field, allocate)
-    finally:
-        # The mapping closes only once no array views it.
-        del data
-
-
-def _parse_body(library, data: np.ndarray, body: int, path, columns, column_of_field, allocate):
-    n_columns = len(columns)
-    n_chunks = max(1, min(_thread_count(), (data.size - body) // MIN_CHUNK_BYTES))
-    bounds = np.zeros(n_chunks + 1, dtype=np.int64)
-    rows = np.zeros(n_chunks, dtype=np.int64)
-    lines = np.zeros(n_chunks, dtype=np.int64)
-    status = library.fastcsv_count(
-        _address(data), body, data.size, n_chunks, _address(bounds), _address(rows), _address(lines)
+    address = _mapping_address(mapped)
+    counted = _count_rows(library, address, header_end + 1, len(mapped))
+    if counted is None:
+        return None
+    bounds, first_row, lines = counted
+    shape = (int(first_row[-1]), len(columns))
+    x = allocate(shape)
+    if x.shape != shape or x.dtype != np.float32 or not x.flags.c_contiguous:
+        raise ValueError(f"allocate gave a {x.dtype} {x.shape} array, not C-ordered float32")
+    if not len(x):
+        none = np.zeros(len(columns), dtype=np.int64)
+        return x, np.zeros(0, dtype=bool), none, none
+    status, nan_rows, inf_counts, failure = _parse_chunks(
+        library, address, bounds, first_row, column_of_field, x
     )
     if status != 0:
-        return None
-    first_row = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
-    n_rows = int(first_row[-1])
-    x = allocate((n_rows, n_columns))
-    if x.shape != (n_rows, n_columns) or x.dtype != np.float32 or not x.flags.c_contiguous:
-        raise ValueError(f"allocate gave a {x.dtype} {x.shape} array, not C-ordered float32")
-    nan_rows = np.zeros(n_rows, dtype=np.uint8)
-    inf_counts = np.zeros((n_chunks, 2, n_columns), dtype=np.int64)
-    failure = np.zeros(3, dtype=np.int64)
-    if n_rows:
-        status = library.fastcsv_parse(
-            _address(data),
-            n_chunks,
-            _address(bounds),
-            _address(first_row),
-            len(column_of_field),
-            _address(column_of_field),
-            n_columns,
-            _address(x),
-            _address(nan_rows),
-            _address(inf_counts),
-            _address(failure),
+        chunk, line, field = (int(v) for v in failure)
+        log.debug(
+            "%s: the native parser stopped at line %d, field %d (%s); the general reader reads it",
+            path.name,
+            1 + int(lines[:chunk].sum()) + line,
+            field + 1,
+            PROBLEMS.get(status, f"status {status}"),
         )
-        if status != 0:
-            chunk, line, field = (int(v) for v in failure)
-            line += 1 + int(lines[:chunk].sum())
-            problem = PROBLEMS.get(status, f"status {status}")
-            log.debug(
-                "%s: line %d, field %d has %s; reading the file with the general reader",
-                path.name,
-                line,
-                field + 1,
-                problem,
-            )
-            return None
-    positive = inf_counts[:, 0].sum(axis=0)
-    negative = inf_counts[:, 1].sum(axis=0)
-    return x, nan_rows.view(bool), positive, negative
+        return None
+    return x, nan_rows, inf_counts[:, 0].sum(axis=0), inf_counts[:, 1].sum(axis=0)
 
 
 def read_rows(path: Path, header: list[str], columns: tuple[str, ...], allocate):

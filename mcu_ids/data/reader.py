@@ -425,6 +425,8 @@ def _read_into_cache(path: Path, variant: str, entry: _CacheEntry, cache_dir: Pa
     """
 
     def allocate(shape):
+        if entry.failed:
+            return _new_array(shape)  # asked again after the native parser gave up on the file
         try:
             return entry.allocate(shape)
         except OSError as error:
