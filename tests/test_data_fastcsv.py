@@ -2,6 +2,10 @@
 
 import decimal
 import logging
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +352,49 @@ def test_an_unwritable_cache_is_tried_once_per_file_even_when_the_parser_hands_o
     assert len(tried) == len(set(tried)) == len(list(folder.glob("*.csv")))
     assert dataset.stats["header_rows_skipped"] == 1
     assert not cache.exists() or not list(cache.iterdir())
+
+
+INSTALLED_READ = """
+import sys
+import numpy as np
+from mcu_ids.data import fastcsv
+from mcu_ids.data.reader import read_header
+from mcu_ids.data.schema import COLUMNS_39
+path = sys.argv[1]
+empty = lambda shape: np.empty(shape, np.float32)
+x, _, positive, _ = fastcsv.read_rows(path, read_header(path), COLUMNS_39, empty)
+print(fastcsv.__file__)
+print(len(x), int(positive.sum()))
+"""
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_builds_and_uses_the_parser(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+        + ["-w", str(tmp_path / "wheel"), str(repo)],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next((tmp_path / "wheel").glob("mcu_ids-*.whl"))
+    assert "mcu_ids/data/fastcsv.c" in zipfile.ZipFile(wheel).namelist()
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    csv = write_values(tmp_path / "Benign_train.pcap.csv", ["0.1", "-2.5e-3", "inf"] * 26)
+    environment = {
+        "PYTHONPATH": str(tmp_path / "site"),
+        "PATH": os.environ["PATH"],
+        "MCU_IDS_CACHE": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", INSTALLED_READ, str(csv)],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    module, counts = done.stdout.splitlines()
+    assert Path(module).is_relative_to(tmp_path / "site")
+    assert counts == "2 26"
+    assert len(list((tmp_path / "cache" / "native").glob("fastcsv-*.so"))) == 1
