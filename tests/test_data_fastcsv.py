@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +399,82 @@ def test_an_installed_wheel_builds_and_uses_the_parser(tmp_path):
     assert Path(module).is_relative_to(tmp_path / "site")
     assert counts == "2 26"
     assert len(list((tmp_path / "cache" / "native").glob("fastcsv-*.so"))) == 1
+
+
+SANITIZED_DRIVER = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int fastcsv_count(const char *, int64_t, int64_t, int, int64_t *, int64_t *, int64_t *);
+int fastcsv_parse(const char *, int, const int64_t *, const int64_t *, int, const int32_t *,
+                  int, float *, uint8_t *, int64_t *, int64_t *);
+/* Reads the file into a buffer of its exact size, so a read past its end is caught. */
+int main(int argc, char **argv)
+{
+    FILE *file = fopen(argv[1], "rb");
+    long size;
+    char *data, *newline;
+    int n_fields = 1, chunks;
+    int32_t column_of_field[64];
+    fseek(file, 0, SEEK_END);
+    size = ftell(file);
+    rewind(file);
+    data = malloc((size_t)size);
+    if (fread(data, 1, (size_t)size, file) != (size_t)size) return 2;
+    newline = memchr(data, '\n', (size_t)size);
+    for (char *p = data; p < newline; p++) n_fields += *p == ',';
+    for (int i = 0; i < n_fields; i++) column_of_field[i] = i % 7 == 3 ? -1 : i;
+    for (chunks = 1; chunks <= 9; chunks += 2) {
+        int64_t bounds[10], rows[9], lines[9], first[10] = {0}, infs[9 * 2 * 64], failure[3];
+        fastcsv_count(data, newline - data + 1, size, chunks, bounds, rows, lines);
+        for (int i = 0; i < chunks; i++) first[i + 1] = first[i] + rows[i];
+        float *out = malloc((size_t)(first[chunks] * n_fields + 1) * sizeof *out);
+        uint8_t *nan_rows = malloc((size_t)first[chunks] + 1);
+        int status = first[chunks] ? fastcsv_parse(data, chunks, bounds, first, n_fields,
+                                                   column_of_field, n_fields, out, nan_rows,
+                                                   infs, failure)
+                                   : 0;
+        printf("%ld %d\n", (long)first[chunks], status);
+        free(out);
+        free(nan_rows);
+    }
+    free(data);
+    return 0;
+}
+"""
+
+
+@pytest.mark.slow
+def test_no_read_or_write_out_of_bounds_under_address_sanitizer(tmp_path):
+    """The parser reads past fields up to a line end or padding: check that under ASan."""
+    compiler = fastcsv.compiler_command()
+    driver = tmp_path / "driver.c"
+    driver.write_text(SANITIZED_DRIVER)
+    program = tmp_path / "driver"
+    source = resources.files("mcu_ids.data").joinpath(fastcsv.SOURCE_NAME)
+    built = subprocess.run(
+        [*compiler, "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+        + ["-pthread", "-std=c99", "-o", str(program), str(driver), str(source), "-lm"],
+        capture_output=True,
+        text=True,
+    )
+    if built.returncode != 0:
+        pytest.skip(f"no sanitizer runtime for {compiler[0]}: {built.stderr[-200:]}")
+    row = ",".join(f"{i}.25" for i in range(len(COLUMNS_39)))
+    rng = np.random.default_rng(5)
+    texts = {
+        "no_line_end": HEADER_39 + "\n" + row + "\n" + row,
+        "cr_at_end": HEADER_39 + "\r\n" + row + "\r\n" + row + "\r",
+        "header_only": HEADER_39 + "\n",
+        "blank_lines": HEADER_39 + "\n\n" + row + "\n\n\n",
+        "cut_line": HEADER_39 + "\n" + row + "\n" + row[:50],
+        "long_field": HEADER_39 + "\n" + row.rsplit(",", 1)[0] + ",0." + "0" * 300 + "1\n",
+    }
+    for name, text in texts.items():
+        (tmp_path / f"{name}.csv").write_text(text, newline="")
+    write_values(tmp_path / "values.csv", random_numbers(rng, 20_000) + EDGE_VALUES)
+    for path in sorted(tmp_path.glob("*.csv")):
+        done = subprocess.run([str(program), str(path)], capture_output=True, text=True)
+        assert done.returncode == 0, f"{path.name}: {done.stderr[-2000:]}"
+        assert len(set(done.stdout.splitlines())) == 1, f"{path.name}: {done.stdout}"

@@ -149,8 +149,8 @@ static int slow_float(const char *begin, const char *stop, float *value)
 /*
  * Round m * 10^exp10 to float32, as a correctly rounding conversion of the text would.
  *
- * For |exp10| <= 22, d = (double)m * 10^exp10 (the power a correctly rounded double constant)
- * takes three roundings, so it is within 3 units in the last place of the exact value. Rounding
+ * For |exp10| <= 22, d = (double)m * 10^exp10, with the power of ten a correctly rounded double
+ * constant, takes three roundings, so it is within 3 units in the last place of the exact value. Rounding
  * d to float32 gives the correctly rounded float unless the exact value and d can lie on
  * different sides of a float32 midpoint, that is unless d's 29 bits below float precision are
  * within MIDPOINT_MARGIN of the midpoint pattern. Those values (about 3 in 10^8) and every other
@@ -380,16 +380,15 @@ static int parse_lines(struct job *job, const char *p, const char *stop)
 static void *parse_rows(void *arg)
 {
     struct job *job = arg;
-    const char *tail = job->end - TAIL_BYTES;
+    const char *tail = job->begin;
     char *copy;
     size_t n;
 
     job->rows = 0;
     job->lines = 0;
     job->status = FASTCSV_OK;
-    if (tail <= job->begin) {
-        tail = job->begin;
-    } else {
+    if (job->end - job->begin > TAIL_BYTES) {
+        tail = job->end - TAIL_BYTES;
         while (tail > job->begin && tail[-1] != '\n') {
             tail--;
         }
@@ -399,7 +398,8 @@ static void *parse_rows(void *arg)
     }
     n = (size_t)(job->end - tail);
     if (n) {
-        copy = malloc(n + 1 + TAIL_BYTES);
+        size_t size = n + 1 + TAIL_BYTES; /* the lines, a '\n' if they lack one, padding */
+        copy = malloc(size);
         if (!copy) {
             fail(job, FASTCSV_NO_MEMORY, 0);
             return NULL;
@@ -408,7 +408,7 @@ static void *parse_rows(void *arg)
         if (copy[n - 1] != '\n') {
             copy[n++] = '\n';
         }
-        memset(copy + n, 0, TAIL_BYTES + 1);
+        memset(copy + n, 0, size - n);
         n = (size_t)parse_lines(job, copy, copy + n);
         free(copy);
         if (!n) {
