@@ -12,9 +12,10 @@ CICIoMT2024 CSV set) and measures, each in a fresh Python process:
 
 Peak memory is the process's high-water resident set (VmHWM); CPU time is user plus system time
 of all threads, which shows the work done even when other processes share the CPUs. Results go to
-stdout as a table; "speedup" and "memory" are relative to pandas.
+stdout as a table; "speedup" and "memory" are relative to pandas. With ``--rounds N`` every
+method runs N times (round by round) and the table gives the median, with the range of times.
 
-    python benchmarks/bench_loading.py [--rows 8800000] [--dir FOLDER]
+    python benchmarks/bench_loading.py [--rows 8800000] [--dir FOLDER] [--rounds 3]
 """
 
 import argparse
@@ -23,6 +24,7 @@ import logging
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,18 +140,38 @@ def native_parser() -> str:
     return f"on, compiled with {' '.join(fastcsv.compiler_command())}"
 
 
-def print_table(results: list[dict], folder: Path) -> None:
+def summarise(runs: list[dict]) -> dict:
+    """One method's rounds as medians of time and CPU, the range of times and the highest peak."""
+    seconds = sorted(r["seconds"] for r in runs)
+    return {
+        "method": runs[0]["method"],
+        "seconds": statistics.median(seconds),
+        "fastest": seconds[0],
+        "slowest": seconds[-1],
+        "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
+        "rows": runs[0]["rows"],
+        "peak_bytes": max(r["peak_bytes"] for r in runs),
+    }
+
+
+def print_table(results: list[dict], folder: Path, rounds: int) -> None:
     base = next(r for r in results if r["method"] == "pandas")
     size = sum(p.stat().st_size for p in folder.glob("*.csv"))
     print(f"dataset: {folder} ({size / 2**30:.2f} GiB of CSV, {base['rows']:,} rows)")
     print(f"load average when done: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"native parser: {native_parser()}")
-    print(f"{'method':<9} {'wall s':>8} {'CPU s':>8} {'peak MiB':>9} {'speedup':>8} {'memory':>8}")
+    if rounds > 1:
+        print(f"median of {rounds} rounds; range: fastest-slowest wall time")
+    print(
+        f"{'method':<9} {'wall s':>8} {'range s':>12} {'CPU s':>8} {'peak MiB':>9} "
+        f"{'speedup':>8} {'memory':>8}"
+    )
     for r in results:
         speedup = base["seconds"] / r["seconds"]
         memory = r["peak_bytes"] / base["peak_bytes"]
+        spread = f"{r['fastest']:.2f}-{r['slowest']:.2f}"
         print(
-            f"{r['method']:<9} {r['seconds']:>8.2f} {r['cpu_seconds']:>8.2f} "
+            f"{r['method']:<9} {r['seconds']:>8.2f} {spread:>12} {r['cpu_seconds']:>8.2f} "
             f"{r['peak_bytes'] / 2**20:>9.0f} {speedup:>7.2f}x {memory:>7.2f}x"
         )
 
@@ -158,6 +180,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=FULL_SIZE_ROWS, help="rows in the dataset")
     parser.add_argument("--dir", type=Path, help="dataset folder (written once)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every method this many times (medians)"
+    )
     parser.add_argument("--measure", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -172,15 +197,17 @@ def main(argv=None) -> int:
     ensure_dataset(folder, args.rows)
     warm_page_cache(folder)
     native_parser()  # built before the timed runs, which must not include the compilation
-    cache_dir = Path(tempfile.mkdtemp(prefix="mcu-ids-bench-cache-"))
-    try:
-        results = []
-        for method in METHODS:
-            log.info("measuring %s", method)
-            results.append(run_in_subprocess(method, folder, cache_dir))
-        print_table(results, folder)
-    finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+    runs: dict[str, list[dict]] = {method: [] for method in METHODS}
+    # Rounds run every method in turn, so a passing burst of load touches all of them alike.
+    for round_number in range(1, args.rounds + 1):
+        cache_dir = Path(tempfile.mkdtemp(prefix="mcu-ids-bench-cache-"))
+        try:
+            for method in METHODS:
+                log.info("round %d/%d: measuring %s", round_number, args.rounds, method)
+                runs[method].append(run_in_subprocess(method, folder, cache_dir))
+        finally:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    print_table([summarise(runs[method]) for method in METHODS], folder, args.rounds)
     return 0
 
 

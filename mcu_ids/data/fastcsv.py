@@ -132,7 +132,7 @@ def build_library(cache_dir: Path, compiler: list[str]) -> Path:
 @functools.cache
 def load_library() -> ctypes.CDLL | None:
     """Build (once) and load the native parser; ``None`` when it cannot be built or loaded."""
-    from mcu_ids.data.reader import default_cache_dir
+    from mcu_ids.data.reader import default_cache_dir  # here: the reader imports this module
 
     compiler = compiler_command()
     if compiler is None:
