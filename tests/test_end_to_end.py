@@ -7,6 +7,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,7 +100,8 @@ def check_html_report_renders(run_dir) -> None:
     assert "ESTIMATED" in html and "emulated" in html
     if CHROMIUM is None:
         return
-    profile = run_dir.parent / "chromium-profile"
+    # The browser profile must not land in the runs folder, which other tests list.
+    profile = Path(tempfile.mkdtemp(prefix="mcu-ids-chromium-"))
     dom = subprocess.run(
         [
             CHROMIUM,
@@ -112,6 +115,7 @@ def check_html_report_renders(run_dir) -> None:
         timeout=120,
         check=True,
     ).stdout
+    shutil.rmtree(profile, ignore_errors=True)
     images = re.findall(r'<img[^>]*src="data:image/png;base64,([^"]+)"', dom)
     # latency histogram, per-layer bars, confusion matrix, per-class F1
     assert len(images) >= 4
