@@ -52,8 +52,8 @@ def window_ticks(report: dict) -> list[float]:
         windows = windows.get("windows", [])
     per_inference = []
     for window in windows or []:
-        if isinstance(window, dict) and window.get("ticks") and window.get("inferences"):
-            per_inference.append(window["ticks"] / window["inferences"])
+        if isinstance(window, dict) and window.get("ticks_per_inference"):
+            per_inference.append(window["ticks_per_inference"])
     return per_inference
 
 
