@@ -13,6 +13,8 @@ from mcu_ids.workspace import DEFAULT_WORKDIR, Workspace
 log = logging.getLogger("mcu_ids")
 
 DEFAULT_BOARD = "qemu-f405"
+# Above what any board this tool drives is powered with; only a typo gets there.
+MAX_SUPPLY_V = 60.0
 
 
 def _setup_logging(verbose: int, quiet: int) -> None:
@@ -53,6 +55,15 @@ def cli(ctx: click.Context, workdir: Path, verbose: int, quiet: int, debug: bool
     """Train, quantize, deploy and benchmark an intrusion detector on microcontrollers."""
     _setup_logging(verbose, quiet)
     ctx.obj = _Context(workdir, progress=quiet == 0 and sys.stderr.isatty())
+
+
+def _finite(param, value):
+    """Reject nan, which passes every range comparison."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of volts", param=param)
+    return value
 
 
 def _echo(summary) -> None:
@@ -311,7 +322,8 @@ def stop_cmd(ctx, board):
 @click.option(
     "--supply-v",
     "supply_v",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, max=MAX_SUPPLY_V, min_open=True),
+    callback=lambda ctx, param, value: _finite(param, value),
     default=None,
     help="Supply voltage in volts for the meter (default: the board's).",
 )
@@ -418,15 +430,6 @@ def evaluate_cmd(ctx, protocol, data_dir, view, epochs, seed):
     )
 
 
-# TensorFlow reads these when it is first imported: keep its C++ start-up chatter off the terminal
-# and use its deterministic (non-oneDNN) CPU kernels so a seed reproduces a model.
-_TF_ENVIRONMENT = {
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "GLOG_minloglevel": "2",
-    "TF_ENABLE_ONEDNN_OPTS": "0",
-}
-
-
 @cli.group("report")
 def report_group():
     """Work with benchmark reports."""
@@ -454,9 +457,14 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning mcu-ids errors into one line and an exit code."""
     import os
 
-    for key, value in _TF_ENVIRONMENT.items():
-        os.environ.setdefault(key, value)
     args = sys.argv[1:] if argv is None else argv
+    # TensorFlow reads these when it is first imported. Its deterministic (non-oneDNN) kernels let
+    # a seed reproduce a model. Its C++ start-up and tf.data messages, even at error level, are
+    # not errors of this tool's work (e.g. an unknown graph attribute): only -v shows them.
+    verbose = any(arg in ("-v", "--verbose", "--debug") or arg.startswith("-vv") for arg in args)
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    for key in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel"):
+        os.environ.setdefault(key, "2" if verbose else "3")
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="mcu-ids", standalone_mode=False)

@@ -58,7 +58,7 @@ def build_firmware(
     from mcu_ids.export.tflm import check_fits, memory_report
     from mcu_ids.pipeline import export_manifest
 
-    board = get_board(board_name)
+    board = check_board(get_board(board_name))
     engine = _engine_for(board, engine)
     manifest = export_manifest(ws)
     out = ws.build_dir(board.name)
@@ -363,9 +363,11 @@ def bench_device(
     meta = bench_meta(ws, board, build["engine"], source)
     meta["rows_available"] = int(len(source["labels"]))
     meta["rows_selected"] = int(len(picked))
+    if source.get("in_train") is not None:
+        meta["test_rows_also_in_train"] = int(source["in_train"][picked].sum())
     meta["memory"] = build.get("memory")
     log.info(
-        "benchmarking %d rows on %s at %s; results in %s",
+        "benchmarking %d rows on %s at %s; results go to %s",
         len(picked),
         board.name,
         ", ".join(ports),

@@ -82,22 +82,32 @@ def save_arrays(path: Path, **arrays) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
-class stdout_to_stderr:
-    """Send file descriptor 1 to stderr for a block, so C and Python chatter of libraries
-    (the TFLite converter prints to stdout) cannot mix with results written to stdout."""
+class output_to_file:
+    """Send file descriptors 1 and 2 to a log file for a block: the TFLite converter prints
+    pages of C++ and Python chatter that would bury the tool's own output; the log keeps it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
 
     def __enter__(self):
         import sys
 
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         sys.stdout.flush()
-        self._saved = os.dup(1)
-        os.dup2(2, 1)
+        sys.stderr.flush()
+        self._log = open(self.path, "ab")  # noqa: SIM115
+        self._saved = (os.dup(1), os.dup(2))
+        os.dup2(self._log.fileno(), 1)
+        os.dup2(self._log.fileno(), 2)
         return self
 
     def __exit__(self, *exc):
         import sys
 
         sys.stdout.flush()
-        os.dup2(self._saved, 1)
-        os.close(self._saved)
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self._saved, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
+        self._log.close()
         return False

@@ -52,11 +52,12 @@ def prepare_data(
             f"{data_dir} holds rows of one class only ({', '.join(dataset.class_names)})",
             hint="a classifier needs at least two classes: add files of another class",
         )
-    overlap = count_rows_in(dataset.x_test, dataset.x_train)
+    in_train = rows_in(dataset.x_test, dataset.x_train)
+    overlap = int(in_train.sum())
     if overlap:
         log.warning(
             "%d of %d test rows also occur among the training rows (the dataset repeats rows); "
-            "use --dedupe to score without them",
+            "`mcu-ids data --dedupe` scores without them",
             overlap,
             len(dataset.x_test),
         )
@@ -67,6 +68,7 @@ def prepare_data(
         y_train=dataset.y_train,
         x_test=scaler.transform(dataset.x_test),
         y_test=dataset.y_test,
+        test_in_train=in_train,
     )
     write_json(ws.scaler, scaler.to_dict())
     info = {
@@ -89,12 +91,12 @@ def prepare_data(
     return info
 
 
-def count_rows_in(rows: np.ndarray, reference: np.ndarray) -> int:
-    """How many of ``rows`` occur, bit for bit, among ``reference``."""
-    if len(rows) == 0 or len(reference) == 0:
-        return 0
+def rows_in(rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """For each of ``rows``, whether it occurs bit for bit among ``reference``."""
     seen = {row.tobytes() for row in np.ascontiguousarray(reference, np.float32)}
-    return sum(row.tobytes() in seen for row in np.ascontiguousarray(rows, np.float32))
+    return np.array(
+        [row.tobytes() in seen for row in np.ascontiguousarray(rows, np.float32)], dtype=bool
+    )
 
 
 def load_prepared(ws: Workspace) -> tuple[dict, dict]:
@@ -181,7 +183,9 @@ def quantize(ws: Workspace, calibration_rows: int, seed: int = 0, progress: bool
     class_names = info["class_names"]
     model, config = _load_keras_model(ws)
     picked = calibration_indices(arrays["y_train"], calibration_rows, seed)
-    tflite_bytes = convert_int8(model, config, arrays["x_train"][picked])
+    tflite_bytes = convert_int8(
+        model, config, arrays["x_train"][picked], log_path=ws.model_dir / "convert.log"
+    )
     write_atomic(ws.tflite_model, tflite_bytes)
     in_q, out_q = io_quantization(tflite_bytes)
     test_inputs = in_q.quantize(arrays["x_test"])
@@ -363,8 +367,11 @@ def bench_inputs(ws: Workspace, data_dir: Path | None, progress: bool = True) ->
     quant = ws.read_json(ws.quantization_info, "quantize")
     shift = ShiftStats.from_dict(quant["shift"])
     if data_dir is None:
+        with np.load(ws.require(ws.prepared, "data")) as prepared:
+            in_train = prepared["test_in_train"] if "test_in_train" in prepared else None
         with np.load(ws.require(ws.reference, "quantize")) as ref:
             return {
+                "in_train": in_train,
                 "shift_scores": shift_flags(ref["inputs"], shift)[0],
                 "inputs": ref["inputs"],
                 "labels": ref["labels"],
@@ -423,9 +430,6 @@ def bench_meta(ws: Workspace, board, engine: str, source: dict) -> dict:
         "seed": info["seed"],
         "model_sha256": quant["model_sha256"],
         "shift_threshold": quant["shift"]["threshold"],
-        "test_rows_also_in_train": info.get("test_rows_also_in_train", 0)
-        if source["split"] == info["split"]
-        else None,
         "host_float_metrics": quant["float"],
         "host_int8_metrics": quant["int8"],
         "versions": _versions(),

@@ -261,5 +261,5 @@ def test_layer_costs_in_instructions_under_qemu(tmp_path):
         tmp_path, records, handshake=HANDSHAKE, class_names=CLASS_NAMES, meta=_meta(False)
     )
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "<th>instructions_per_mac</th>" in html
+    assert "<th>instructions per mac</th>" in html
     assert "in instructions (5.952 instructions per tick)" in " ".join(html.split())

@@ -234,7 +234,8 @@ def test_report_latency_and_agreement(tmp_path):
     assert report["agreement"]["same_predicted_class"] == 3
     assert report["agreement"]["max_abs_output_diff"] == 10
     # 168 ticks at 168 MHz is one microsecond; ticks 168..672 have median 420.
-    assert report["latency"]["device"]["us"]["median"] == pytest.approx(2.5)
+    # Emulated ticks: 1e9 / 168e6 instructions each, timed at one per cycle of the 168 MHz clock.
+    assert report["latency"]["device"]["us"]["median"] == pytest.approx(2.5 * 1e9 / 168e6)
     # labels 0,1,0,1; device predicts 0,0,0,1 (3 right); the reference 0,0,1,1 (2 right).
     assert report["device_metrics"]["accuracy"] == pytest.approx(0.75)
     assert report["reference_metrics"]["accuracy"] == pytest.approx(0.5)

@@ -175,6 +175,21 @@ def work_per_tick(tick_kind: str, tick_hz: float, board_name: str | None) -> tup
     return 1.0, TICK_UNITS.get(tick_kind, "ticks")
 
 
+def us_per_tick(tick_kind: str, tick_hz: float, cpu_hz: float, board_name: str | None):
+    """Microseconds one device tick stands for, or None when the tick rate is unknown.
+
+    Emulated ticks become instructions first, then time at one instruction per cycle of the
+    board's clock: what the same instruction count would take on the real chip at best. (QEMU's
+    own virtual time runs one instruction per nanosecond, which says nothing about the chip.)
+    """
+    if not tick_hz:
+        return None
+    factor, unit = work_per_tick(tick_kind, tick_hz, board_name)
+    if unit == "instructions" and cpu_hz:
+        return factor * 1e6 / cpu_hz
+    return 1e6 / tick_hz
+
+
 def model_macs(run_dir: Path, meta: dict, model_path: Path | None = None) -> list | None:
     """``count_macs`` of the run's model, or None when the model file is gone or changed."""
     from mcu_ids.export.tflite_model import count_macs, load_tflite
@@ -309,7 +324,12 @@ def _fmt(value) -> str:
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
+        # Large figures in full (21,801 ticks, not 2.18e+04); small ones to four digits.
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
         return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
     return str(value)
 
 
@@ -319,7 +339,7 @@ def _table(rows: list[dict]):
     if not rows:
         return Markup("")
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(_fmt(row.get(c)))}</td>" for c in columns) + "</tr>"
         for row in rows

@@ -89,6 +89,13 @@ class LatencyWindows:
     tick_kind: str
     board: str = ""
     engine: str = ""
+    cpu_hz: int = 0
+
+    @property
+    def us_per_tick(self) -> float | None:
+        from mcu_ids.hil.html_report import us_per_tick
+
+        return us_per_tick(self.tick_kind, self.tick_hz, self.cpu_hz, self.board)
 
     @property
     def per_inference_ticks(self) -> np.ndarray:
@@ -96,18 +103,18 @@ class LatencyWindows:
 
     @property
     def throughput_per_s(self) -> float | None:
-        """Inferences per second over all windows, from the device's tick rate."""
+        """Inferences per second over all windows, from the time a tick stands for."""
         total = sum(self.window_ticks)
-        if not self.tick_hz or not total:
+        if not self.us_per_tick or not total:
             return None
-        return self.per_window * len(self.window_ticks) * self.tick_hz / total
+        return self.per_window * len(self.window_ticks) * 1e6 / (total * self.us_per_tick)
 
     def to_dict(self) -> dict:
         """Summary and a row per window, in the shape the reports read (``windows`` is the list)."""
-        from mcu_ids.hil.report import US_PER_S, summarize
+        from mcu_ids.hil.report import summarize
 
         per_inference = self.per_inference_ticks
-        us = US_PER_S / self.tick_hz if self.tick_hz else None
+        us = self.us_per_tick
         rows = []
         for number, ticks in enumerate(self.window_ticks, start=1):
             row = {"window": number, "ticks": int(ticks)}
@@ -249,6 +256,7 @@ def measure_latency(
         tick_kind=hello.tick_kind,
         board=hello.board,
         engine=hello.engine,
+        cpu_hz=hello.cpu_hz,
     )
 
 

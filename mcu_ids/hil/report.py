@@ -28,8 +28,10 @@ MS_PER_S = 1e3
 TICK_KIND_MEANINGS = {
     "ns": "nanoseconds of CLOCK_MONOTONIC on the host (wall time, includes scheduler noise)",
     "cpu-cycles": "CPU cycles counted by the chip",
-    "emulated-instructions": "emulated instructions counted by QEMU -icount; microseconds assume "
-    "one instruction per cycle at the tick rate, not the timing of a real chip",
+    "emulated-instructions": "SysTick counts of QEMU's virtual clock while QEMU runs one "
+    "instruction per virtual nanosecond (-icount), so a tick is a fixed number of emulated "
+    "instructions; microseconds are those instructions at one per cycle of the board's clock, a "
+    "best case for the real chip, not a measurement of it",
 }
 
 
@@ -100,8 +102,12 @@ def _latency(results: list[dict], handshake: dict) -> dict:
         "tick_hz": tick_hz,
         "ticks": summarize(ticks),
     }
-    if tick_hz:
-        device["us"] = summarize(np.asarray(ticks, dtype=np.float64) * (US_PER_S / tick_hz))
+    from mcu_ids.hil.html_report import us_per_tick
+
+    per_tick = us_per_tick(kind, tick_hz, handshake.get("cpu_hz") or 0, handshake.get("board"))
+    if per_tick:
+        device["us_per_tick"] = per_tick
+        device["us"] = summarize(np.asarray(ticks, dtype=np.float64) * per_tick)
     round_trip = summarize([r["round_trip_s"] * MS_PER_S for r in results])
     return {"device": device, "round_trip_ms": round_trip}
 
@@ -123,8 +129,8 @@ def _save_latency_plot(latency: dict, results: list[dict], path: Path) -> Path:
 
     device = latency["device"]
     ticks = np.asarray([r["ticks"] for r in results], dtype=np.float64)
-    if device.get("tick_hz"):
-        values, unit = ticks * (US_PER_S / device["tick_hz"]), "µs"
+    if device.get("us_per_tick"):
+        values, unit = ticks * device["us_per_tick"], "µs"
     else:
         values, unit = ticks, "ticks"
     round_trip = np.asarray([r["round_trip_s"] * MS_PER_S for r in results])
@@ -292,7 +298,7 @@ def repeated_rows_note(meta: dict) -> str:
         return ""
     return (
         f"{repeated} of the scored rows also occur, identical, among the training rows; "
-        "use `--dedupe` for figures without them."
+        "`mcu-ids data --dedupe` (or `run --dedupe`) scores without them."
     )
 
 

@@ -118,7 +118,7 @@ def train_model(
         len(fit_idx),
         len(val_idx),
         n_classes,
-        np.round(alpha, 3).tolist(),
+        [round(float(value), 3) for value in alpha],
     )
     started = time.perf_counter()
     history = model.fit(

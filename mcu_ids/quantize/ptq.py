@@ -2,11 +2,12 @@
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from mcu_ids.errors import DataError
-from mcu_ids.fileio import stdout_to_stderr
+from mcu_ids.fileio import output_to_file
 from mcu_ids.model.network import NetworkConfig, deploy_copy
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,13 @@ def calibration_indices(
     return np.sort(np.concatenate(picked))
 
 
-def convert_int8(model, config: NetworkConfig, calibration: np.ndarray) -> bytes:
-    """Convert a trained model to a batch-1, full-int8 TFLite flatbuffer."""
+def convert_int8(
+    model, config: NetworkConfig, calibration: np.ndarray, log_path: Path | None = None
+) -> bytes:
+    """Convert a trained model to a batch-1, full-int8 TFLite flatbuffer.
+
+    The converter's own output (pages of it) goes to ``log_path`` when one is given.
+    """
     import tensorflow as tf
 
     if len(calibration) == 0:
@@ -66,7 +72,9 @@ def convert_int8(model, config: NetworkConfig, calibration: np.ndarray) -> bytes
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    with stdout_to_stderr():
+    if log_path is None:
+        return converter.convert()
+    with output_to_file(log_path):
         return converter.convert()
 
 
