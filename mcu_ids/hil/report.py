@@ -219,16 +219,78 @@ def _markdown(report: dict, device_table: str | None, reference_table: str | Non
         lines += [f"![confusion matrix]({DEVICE_METRICS}_confusion.png)", ""]
     if reference_table:
         lines += ["## Host reference on the same rows", "", reference_table]
+    lines += _memory_markdown(meta.get("memory"))
+    lines += _fleet_markdown(meta.get("fleet"))
     lines += ["## Run", "", "| key | value |", "|---|---|"]
+    nested = []
     for key, value in sorted(meta.items()):
         if key in _OWN_SECTIONS:
             continue
-        lines.append(f"| {key} | {json.dumps(value) if isinstance(value, dict) else value} |")
+        if isinstance(value, dict) and all(
+            isinstance(v, str | int | float) for v in value.values()
+        ):
+            value = ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
+        elif isinstance(value, dict | list):
+            nested.append(key)
+            continue
+        lines.append(f"| {key} | {value} |")
+    if nested:
+        lines += ["", f"More in `report.json` (meta): {', '.join(nested)}."]
     return "\n".join(lines) + "\n"
 
 
+def _plain(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _memory_markdown(memory: dict | None) -> list[str]:
+    if not memory:
+        return []
+    rows = [
+        ("flash", memory["flash_used_bytes"], memory["flash_budget_bytes"]),
+        ("RAM", memory["ram_used_bytes"], memory["ram_budget_bytes"]),
+    ]
+    lines = ["## Memory", "", "| | used | of | share |", "|---|---:|---:|---:|"]
+    for name, used, budget in rows:
+        lines.append(
+            f"| {name} | {used / 1024:.1f} KiB | {budget / 1024:.0f} KiB | "
+            f"{100 * used / budget:.2f} % |"
+        )
+    lines += [
+        "",
+        f"Model {memory['model_flash_bytes']} B of flash, arena or scratch "
+        f"{memory['arena_bytes']} B of RAM; the rest of the firmware "
+        + (
+            f"{memory['firmware_flash_bytes']} B flash, {memory['firmware_ram_bytes']} B RAM."
+            if memory["firmware_flash_bytes"] or memory["firmware_ram_bytes"]
+            else "was not measured."
+        ),
+        "",
+    ]
+    return lines
+
+
+def _fleet_markdown(fleet: list | None) -> list[str]:
+    if not fleet:
+        return []
+    lines = [
+        "## Devices",
+        "",
+        "| port | board | boot id | rows answered | error |",
+        "|---|---|---|---:|---|",
+    ]
+    for device in fleet:
+        boot = device.get("boot_id")
+        lines.append(
+            f"| {device.get('port')} | {device.get('board')} | "
+            f"{'-' if boot is None else f'{boot:08x}'} | {device.get('rows_answered', 0)} | "
+            f"{device.get('error') or ''} |"
+        )
+    return lines + [""]
+
+
 # Meta entries shown in sections of their own rather than in the Run table.
-_OWN_SECTIONS = ("latency_windows", "layers", "layer_profile")
+_OWN_SECTIONS = ("latency_windows", "layers", "layer_profile", "memory", "fleet")
 
 
 def _windows_markdown(windows: dict | None) -> list[str]:
