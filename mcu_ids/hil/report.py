@@ -243,9 +243,23 @@ def _plain(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+_MEMORY_KEYS = (
+    "flash_used_bytes",
+    "flash_budget_bytes",
+    "ram_used_bytes",
+    "ram_budget_bytes",
+    "model_flash_bytes",
+    "arena_bytes",
+    "firmware_flash_bytes",
+    "firmware_ram_bytes",
+)
+
+
 def _memory_markdown(memory: dict | None) -> list[str]:
     if not memory:
         return []
+    if not all(key in memory for key in _MEMORY_KEYS):
+        return ["## Memory", "", ", ".join(f"{k} {v}" for k, v in memory.items()), ""]
     rows = [
         ("flash", memory["flash_used_bytes"], memory["flash_budget_bytes"]),
         ("RAM", memory["ram_used_bytes"], memory["ram_budget_bytes"]),
