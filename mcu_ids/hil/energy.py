@@ -242,7 +242,7 @@ def estimate_energy(board, latency_us: float, tick_kind: str = "") -> EnergyResu
     )
     if board.emulated:
         method += (
-            "; the latency is emulated time (QEMU counts instructions, one per tick), not the "
+            "; the latency is emulated instructions at one per clock cycle, not the "
             "timing of a real chip, so this is an estimate of an estimate"
         )
     return EnergyResult(
