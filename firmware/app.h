@@ -15,7 +15,7 @@ void app_init(void);
 /* Wait a short while for bytes, handle every frame they complete, and return. */
 void app_poll(void);
 
-/* platform_init(), app_init(), then app_poll() forever: the whole firmware for a bare-metal board. */
+/* platform_init(), app_init(), then app_poll() forever: all of a bare-metal board's firmware. */
 void app_main(void);
 
 #ifdef __cplusplus

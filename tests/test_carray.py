@@ -32,7 +32,7 @@ def test_parsed_array_equals_the_model_bytes(tmp_path):
     source = (tmp_path / "model_data.c").read_text()
     assert {path.name for path in paths} == {"model_data.c", "model_data.h"}
     assert parse_c_array(source) == SAMPLE
-    assert "sha256:abc123" in source.splitlines()[0]
+    assert "sha256:abc123" in source.splitlines()[1]
 
 
 def test_header_has_guard_alignment_and_declarations(tmp_path):

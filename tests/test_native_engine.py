@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcu_ids.build.render import banner_text
+from mcu_ids.build.render import banner_for
 from mcu_ids.export.native import generate_native_engine, native_engine_summary
 from mcu_ids.export.tflite_model import count_macs, load_tflite, op_names
 from mcu_ids.resources import asset_dir
@@ -195,9 +195,7 @@ def test_header_and_summary_agree(engine):
     model = load_tflite(engine["model"])
 
     assert [p.name for p in engine["files"]] == ["engine_native.h", "engine_native.c"]
-    assert all(
-        p.read_text().startswith(f"/* {banner_text(SOURCE_HASH)} */") for p in engine["files"]
-    )
+    assert all(p.read_text().startswith(banner_for(p, SOURCE_HASH)) for p in engine["files"])
     assert int(defines["ENGINE_N_OPS"]) == len(model.operators) == len(summary["ops"])
     assert int(defines["ENGINE_SCRATCH_BYTES"]) == summary["scratch_bytes"]
     assert int(defines["ENGINE_WEIGHT_BYTES"]) == summary["weight_bytes"]

@@ -150,11 +150,12 @@ static int slow_float(const char *begin, const char *stop, float *value)
  * Round m * 10^exp10 to float32, as a correctly rounding conversion of the text would.
  *
  * For |exp10| <= 22, d = (double)m * 10^exp10, with the power of ten a correctly rounded double
- * constant, takes three roundings, so it is within 3 units in the last place of the exact value. Rounding
- * d to float32 gives the correctly rounded float unless the exact value and d can lie on
- * different sides of a float32 midpoint, that is unless d's 29 bits below float precision are
- * within MIDPOINT_MARGIN of the midpoint pattern. Those values (about 3 in 10^8) and every other
- * case go to strtof, which rounds correctly. Returns 0 when strtof does not accept the text.
+ * constant, takes three roundings, so it is within 3 units in the last place of the exact
+ * value. Rounding d to float32 gives the correctly rounded float unless the exact value and d
+ * can lie on different sides of a float32 midpoint, that is unless d's 29 bits below float
+ * precision are within MIDPOINT_MARGIN of the midpoint pattern. Those values (about 3 in 10^8)
+ * and every other case go to strtof, which rounds correctly. Returns 0 when strtof does not
+ * accept the text.
  */
 static int to_float(uint64_t m, int exp10, int negative, const char *begin, const char *stop,
                     float *value)
