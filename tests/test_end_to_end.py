@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from headless import CHROMIUM, chromium_command
 
 from mcu_ids.devices import bench_device, build_firmware, flash_firmware, stop_device
 
@@ -79,19 +80,6 @@ def test_qemu_f405_is_exact_and_its_latency_repeats(sample_workspace):
     check_html_report_renders(second_run)
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
-
-
 def check_html_report_renders(run_dir) -> None:
     """The emulated board's report shows its emulated latency, per-layer cost, estimated energy
     and memory, with its plots, in a real browser."""
@@ -105,9 +93,7 @@ def check_html_report_renders(run_dir) -> None:
     profile = Path(tempfile.mkdtemp(prefix="mcu-ids-chromium-"))
     dom = subprocess.run(
         [
-            CHROMIUM,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
+            *chromium_command(profile),
             "--dump-dom",
             (run_dir / "report.html").resolve().as_uri(),
         ],

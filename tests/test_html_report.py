@@ -3,27 +3,16 @@
 import base64
 import csv
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from headless import CHROMIUM, chromium_command
 
 from mcu_ids.hil.html_report import layer_costs
 from mcu_ids.hil.report import rewrite_bench_report, write_bench_report
 
 CLASS_NAMES = ["Benign", "ARP_Spoofing", "Recon-Ping_Sweep"]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 ROWS = 60
 
 
@@ -170,7 +159,7 @@ def test_layer_costs_divide_ticks_by_macs():
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     url = (run_dir / "report.html").resolve().as_uri()
-    base = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    base = chromium_command(tmp_path / "profile")
     dom = subprocess.run(
         [*base, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
     ).stdout
