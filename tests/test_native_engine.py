@@ -17,6 +17,7 @@ import pytest
 from mcu_ids.build.render import banner_for
 from mcu_ids.export.native import generate_native_engine, native_engine_summary
 from mcu_ids.export.tflite_model import count_macs, load_tflite, op_names
+from mcu_ids.quantize.ptq import convert_keras_int8
 from mcu_ids.resources import asset_dir
 
 pytestmark = pytest.mark.slow
@@ -65,7 +66,6 @@ def _structured_data(features: int, classes: int, rows: int, seed: int):
 
 def _train_and_convert(features, classes, filters_1, filters_2, kernel, pooling):
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(features + classes)
     layers = [
@@ -94,18 +94,8 @@ def _train_and_convert(features, classes, filters_1, filters_2, kernel, pooling)
     trainer.fit(x, y, epochs=EPOCHS, batch_size=64, verbose=0)
     deploy = stack(keras.Input((features,), batch_size=1))
 
-    def representative():
-        for row in x[:REPRESENTATIVE_ROWS]:
-            yield [row.reshape(1, -1)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(deploy)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
     held_out, _ = _structured_data(features, classes, DISTRIBUTION_ROWS, seed=features * classes)
-    return converter.convert(), held_out
+    return convert_keras_int8(deploy, x[:REPRESENTATIVE_ROWS]), held_out
 
 
 def _compile(sources: list[Path], include_dirs: list[Path], output: Path, extra=()) -> Path:

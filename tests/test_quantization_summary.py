@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mcu_ids.pipeline import format_quantization, int8_weight_bytes
+from mcu_ids.quantize.ptq import convert_keras_int8
 
 N_FEATURES = 12
 HIDDEN = 8
@@ -14,26 +15,14 @@ N_CLASSES = 3
 def dense_tflite() -> bytes:
     """Two dense layers converted to full int8 by the TensorFlow converter."""
     import keras
-    import tensorflow as tf
 
     # Zero biases (Keras' default start) are dropped by the converter; these are kept.
     bias = keras.initializers.RandomNormal(seed=1)
     inputs = keras.Input((N_FEATURES,), batch_size=1)
     hidden = keras.layers.Dense(HIDDEN, activation="relu", bias_initializer=bias)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(N_CLASSES, bias_initializer=bias)(hidden))
-    rng = np.random.default_rng(3)
-
-    def representative():
-        for _ in range(32):
-            yield [rng.normal(size=(1, N_FEATURES)).astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+    calibration = np.random.default_rng(3).normal(size=(32, N_FEATURES)).astype(np.float32)
+    return convert_keras_int8(model, calibration)
 
 
 def test_int8_weights_are_one_byte_per_weight_and_four_per_bias(dense_tflite):

@@ -11,6 +11,7 @@ from mcu_ids.export.tflite_model import (
     op_names,
     quantize_multiplier,
 )
+from mcu_ids.quantize.ptq import convert_keras_int8
 
 # A small instance of the product's network: 8 features, 4 then 6 filters, 3 classes.
 FEATURES, FILTERS_1, FILTERS_2, CLASSES = 8, 4, 6, 3
@@ -32,19 +33,9 @@ EXPECTED_OPS = [
 def _convert(model, samples: np.ndarray, quantize: bool = True) -> bytes:
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize:
-
-        def representative():
-            for row in samples[:100]:
-                yield [row.reshape(1, -1)]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return converter.convert()
+        return convert_keras_int8(model, samples[:100])
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def _separable_model():

@@ -15,6 +15,7 @@ from mcu_ids.export.tflm import (
     measure_arena,
     memory_report,
 )
+from mcu_ids.quantize.ptq import convert_keras_int8
 from mcu_ids.resources import asset_dir
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,6 @@ EXPECTED_OPS = {
 def tflite_bytes() -> bytes:
     """The project's network shape, converted to full int8 with a representative dataset."""
     import keras
-    import tensorflow as tf
 
     layers = keras.layers
     inputs = keras.Input((N_FEATURES,), batch_size=1)
@@ -50,19 +50,8 @@ def tflite_bytes() -> bytes:
     x = layers.GlobalAveragePooling1D()(x)
     outputs = layers.Softmax()(layers.Dense(N_CLASSES)(x))
     model = keras.Model(inputs, outputs)
-    rng = np.random.default_rng(7)
-
-    def representative():
-        for _ in range(64):
-            yield [rng.normal(size=(1, N_FEATURES)).astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+    calibration = np.random.default_rng(7).normal(size=(64, N_FEATURES)).astype(np.float32)
+    return convert_keras_int8(model, calibration)
 
 
 def _runtime():

@@ -56,12 +56,17 @@ def convert_int8(
 
     The converter's own output (pages of it) goes to ``log_path`` when one is given.
     """
+    return convert_keras_int8(deploy_copy(model, config), calibration, log_path)
+
+
+def convert_keras_int8(model, calibration: np.ndarray, log_path: Path | None = None) -> bytes:
+    """Convert any Keras model to full int8 (int8 input and output), calibrated on ``calibration``
+    rows; a batch-1 model gives a graph without dynamic-shape ops."""
     import tensorflow as tf
 
     if len(calibration) == 0:
         raise DataError("the calibration set is empty", hint="check the training rows")
-    deploy = deploy_copy(model, config)
-    converter = tf.lite.TFLiteConverter.from_keras_model(deploy)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
     def representative():
