@@ -8,6 +8,7 @@ import click
 
 from mcu_ids import __version__
 from mcu_ids.errors import McuIdsError
+from mcu_ids.model.network import DEFAULT_FILTERS
 from mcu_ids.workspace import DEFAULT_WORKDIR, Workspace
 
 log = logging.getLogger("mcu_ids")
@@ -144,7 +145,7 @@ def _data_summary(info: dict) -> dict:
 )
 @click.option(
     "--filters",
-    default="16,32",
+    default=",".join(map(str, DEFAULT_FILTERS)),
     show_default=True,
     help="Filters of each separable convolution block.",
 )

@@ -10,6 +10,7 @@ import numpy as np
 from mcu_ids.build.boards import Board, get_board
 from mcu_ids.errors import BoardError, FlashError
 from mcu_ids.fileio import write_json
+from mcu_ids.model.network import DEFAULT_FILTERS
 from mcu_ids.resources import asset_dir
 from mcu_ids.workspace import Workspace
 
@@ -493,7 +494,7 @@ def run_all(
             hint="run the steps one by one: build, then flash and bench with --port",
         )
     prepare_data(ws, data_dir, view=view, dedupe=dedupe, seed=seed, progress=progress)
-    train(ws, TrainSettings(epochs=epochs, seed=seed), (16, 32), progress=progress)
+    train(ws, TrainSettings(epochs=epochs, seed=seed), DEFAULT_FILTERS, progress=progress)
     quantize(ws, calibration_rows=1000, seed=seed, progress=progress)
     export(ws, progress=progress)
     build_firmware(ws, board, engine)

@@ -7,6 +7,9 @@ int8 kernel. A BatchNorm after the ReLU would survive as separate int8 MUL and A
 
 from dataclasses import asdict, dataclass
 
+# Filters of each separable block: about 1.4k parameters, the size of the published model's class.
+DEFAULT_FILTERS = (16, 32)
+
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -14,7 +17,7 @@ class NetworkConfig:
 
     n_features: int
     n_classes: int
-    filters: tuple[int, ...] = (16, 32)
+    filters: tuple[int, ...] = DEFAULT_FILTERS
     kernel_size: int = 3
     pool_size: int = 2
 

@@ -27,6 +27,7 @@ import numpy as np
 from mcu_ids.data.provenance import OriginRows
 from mcu_ids.errors import DataError
 from mcu_ids.fileio import write_atomic, write_json
+from mcu_ids.model.network import DEFAULT_FILTERS
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def run_protocols(
     rows: OriginRows,
     protocols: tuple[str, ...],
     settings,
-    filters: tuple[int, ...] = (16, 32),
+    filters: tuple[int, ...] = DEFAULT_FILTERS,
     seed: int = 0,
     progress: bool = False,
 ) -> list[dict]:

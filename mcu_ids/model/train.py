@@ -7,7 +7,7 @@ import numpy as np
 
 from mcu_ids.errors import DataError
 from mcu_ids.model.focal import DEFAULT_GAMMA, balanced_alpha, make_focal_loss
-from mcu_ids.model.network import NetworkConfig, build_network
+from mcu_ids.model.network import DEFAULT_FILTERS, NetworkConfig, build_network
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def train_model(
     y_train: np.ndarray,
     n_classes: int,
     settings: TrainSettings,
-    filters: tuple[int, ...] = (16, 32),
+    filters: tuple[int, ...] = DEFAULT_FILTERS,
     progress: bool = True,
 ) -> TrainResult:
     """Train on scaled features; returns the model with the best validation loss."""
