@@ -292,6 +292,10 @@ def _engine_ops(ws) -> list[dict]:
     return native_engine_summary(ws.tflite_model.read_bytes())["ops"]
 
 
+# Largest ratio of two wall-clock figures that should be equal, allowed on a shared host.
+HOST_CLOCK_NOISE = 1.05
+
+
 @pytest.mark.slow
 @needs_gcc
 def test_host_bench_stores_windows_and_a_layer_per_engine_op(sample_workspace):
@@ -309,8 +313,10 @@ def test_host_bench_stores_windows_and_a_layer_per_engine_op(sample_workspace):
     assert layers["available"] is True
     assert [row["op"] for row in layers["layers"]] == [op["name"] for op in ops]
     assert [row["macs"] for row in layers["layers"]] == [op["macs"] for op in ops]
-    # The ops run inside engine_invoke, so their ticks add up to at most its total.
-    assert 0 < layers["layer_ticks_sum"] <= layers["total_ticks_median"]
+    # The ops run inside engine_invoke, so their ticks add up to about its total. On the host's
+    # wall clock the sum of per-op medians can pass the median total by scheduler noise; the
+    # exact bound is checked on qemu-f405, whose counts repeat.
+    assert 0 < layers["layer_ticks_sum"] <= layers["total_ticks_median"] * HOST_CLOCK_NOISE
     assert report["meta"]["layers"] == layers["layers"]
     html = (run / "report.html").read_text()
     assert "Latency windows" in html
