@@ -295,7 +295,7 @@ def test_cached_load_equals_the_general_reader_and_leaves_no_temporary_files(tmp
         np.testing.assert_array_equal(getattr(native, name), getattr(general, name))
     assert native.stats["header_rows_skipped"] == 1
     assert native.stats["rows"] == general.stats["rows"]
-    assert sorted({p.suffix for p in cache.iterdir()}) == [".json", ".npy"]
+    assert sorted({p.suffix for p in cache.iterdir()}) == [".f32", ".json"]
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]
 
 
@@ -334,25 +334,74 @@ def test_the_library_is_keyed_by_source_and_compiler(tmp_path):
     assert fastcsv.library_path(tmp_path, [*compiler, "-w"]) != built
 
 
-def test_an_unwritable_cache_is_tried_once_per_file_even_when_the_parser_hands_over(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize("fail_at", [0, 3])
+def test_a_cache_that_runs_out_of_space_costs_a_warning_not_the_load(
+    tmp_path, monkeypatch, caplog, fail_at
 ):
     folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=40, seed=2)
     repeated = folder / "Benign_train.pcap.csv"
     text = repeated.read_text().splitlines()
     repeated.write_text("\n".join(text[:5] + text[:1] + text[5:]) + "\n")
-    tried = []
+    expected = load_dataset(folder, progress=False, use_cache=False)
+    reserved = []
 
-    def full_disk(entry, shape):
-        tried.append(entry.npy)
-        raise OSError(28, "No space left on device")
+    def full_disk(fd, offset, length):
+        reserved.append(length)
+        if len(reserved) > fail_at:
+            raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(reader._CacheEntry, "allocate", full_disk)
+    monkeypatch.setattr(reader.os, "posix_fallocate", full_disk)
     cache = tmp_path / "cache"
-    dataset = load_dataset(folder, progress=False, cache_dir=cache)
-    assert len(tried) == len(set(tried)) == len(list(folder.glob("*.csv")))
+    with caplog.at_level(logging.WARNING, logger=reader.__name__):
+        dataset = load_dataset(folder, progress=False, cache_dir=cache)
+    assert caplog.text.count("could not cache the dataset") == 1
+    # Given up at the first failure; the rows the cache files held so far moved to memory.
+    assert len(reserved) == fail_at + 1
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(dataset, name), getattr(expected, name))
     assert dataset.stats["header_rows_skipped"] == 1
     assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_without_address_space_for_the_bound_the_lines_are_counted(tmp_path, monkeypatch):
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=30, seed=6)
+    expected = load_dataset(folder, progress=False, use_cache=False)
+    files = list(folder.glob("*.csv"))
+    lines = sum(p.read_bytes().count(b"\n") + 1 for p in files)
+    limit = lines * len(expected.feature_names) * 4  # what counting the lines needs, at most
+    mapped = []
+    real_mmap = reader.mmap.mmap
+
+    def strict(fd, size, **options):
+        if fd == -1:
+            mapped.append(size)
+            if size > limit:
+                raise OSError(12, "Cannot allocate memory")
+        return real_mmap(fd, size, **options)
+
+    monkeypatch.setattr(reader.mmap, "mmap", strict)
+    dataset = load_dataset(folder, progress=False, use_cache=False)
+    assert max(mapped) > limit >= mapped[-1]  # refused the first time, mapped after counting
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(dataset, name), getattr(expected, name))
+
+
+def test_an_interrupted_load_leaves_no_cache_files(tmp_path, monkeypatch):
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=40, seed=3)
+    calls = []
+    parse = reader.read_feature_file
+
+    def interrupted(path, variant, allocate):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return parse(path, variant, allocate)
+
+    monkeypatch.setattr(reader, "read_feature_file", interrupted)
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset(folder, progress=False, cache_dir=cache)
+    assert list(cache.iterdir()) == []
 
 
 INSTALLED_READ = """

@@ -197,12 +197,44 @@ def test_cache_is_used_and_refreshed(tmp_path):
     header, *rows = changed.read_text().splitlines()
     changed.write_text("\n".join([header, *rows[:-1]]) + "\n")
     refreshed = load(folder, cache_dir=cache, use_cache=True)
-    assert refreshed.stats["cache"] == {"dir": str(cache), "hits": 3, "misses": 1}
+    # A changed file makes the folder's entry stale: every file is read again, and the entry's
+    # arrays of the old state are replaced, not kept beside the new ones.
+    assert refreshed.stats["cache"] == {"dir": str(cache), "hits": 0, "misses": 4}
     assert len(refreshed.y_test) == len(cold.y_test) - 1
+    assert sorted(p.suffix for p in cache.iterdir()) == [".f32", ".f32", ".json"]
+    again = load(folder, cache_dir=cache, use_cache=True)
+    assert again.stats["cache"]["hits"] == 4
+    np.testing.assert_array_equal(again.x_test, refreshed.x_test)
+
+
+def test_changing_loaded_rows_leaves_the_cache_as_it_was(tmp_path):
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=20, classes=["Benign"])
+    cache = tmp_path / "cache"
+    for _ in range(2):  # the load that fills the cache, then one that reads it
+        dataset = load(folder, cache_dir=cache, use_cache=True)
+        original = dataset.x_train.copy()
+        dataset.x_train[:] = -1.0
+        dataset.x_test[:] = -1.0
+    reloaded = load(folder, cache_dir=cache, use_cache=True)
+    assert reloaded.stats["cache"]["hits"] == 2
+    np.testing.assert_array_equal(reloaded.x_train, original)
+    assert not np.any(reloaded.x_test == -1.0)
+
+
+def test_split_files_load_without_a_copy_and_equal_the_general_assembly(tmp_path):
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=25, seed=4)
+    fast = load(folder)
+    # With de-duplication on, every selected row is copied into new arrays (the general way);
+    # this data has no duplicates, so both must agree row for row.
+    general = load(folder, dedupe=True)
+    assert general.stats["duplicates_removed"] == {"train": 0, "test": 0, "test_in_train": 0}
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(general, name))
+    assert fast.x_train.base is not None and general.x_train.base is None
 
 
 def test_cache_dir_from_environment(tmp_path, monkeypatch, synthetic_39):
     monkeypatch.setenv("MCU_IDS_CACHE", str(tmp_path / "env-cache"))
     dataset = load_dataset(synthetic_39, progress=False)
     assert dataset.stats["cache"]["dir"] == str(tmp_path / "env-cache")
-    assert len(list((tmp_path / "env-cache").glob("*.npy"))) == len(dataset.stats["files"])
+    assert len(list((tmp_path / "env-cache").glob("*.f32"))) == 2  # train and test rows

@@ -1,4 +1,4 @@
-"""Read a CICIoMT2024 CSV folder into float32 arrays, fast, with a per-file cache.
+"""Read a CICIoMT2024 CSV folder into float32 arrays, fast, with a cache of the parsed rows.
 
 Rules the reader applies (each one is counted in ``Dataset.stats``, never silent):
 
@@ -27,6 +27,7 @@ Rules the reader applies (each one is counted in ``Dataset.stats``, never silent
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import sys
@@ -49,13 +50,14 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "MCU_IDS_CACHE"
 # Bump when the cached arrays or their stats change meaning, so old cache entries are ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 SYNTHETIC_MARKER = "SYNTHETIC.txt"
 TEST_FRACTION = 0.2
 # Large enough to keep pyarrow's threads busy, small enough to bound the parser's working memory.
 BLOCK_SIZE_BYTES = 1 << 20
 # Rows gathered per transpose step: 45 float32 columns x 2048 rows = 360 KiB, inside L2 cache.
 TRANSPOSE_ROWS = 2048
+COUNT_CHUNK_BYTES = 1 << 24
 NULL_TOKENS = ("", "NaN", "nan", "-NaN", "-nan", "NA", "N/A", "n/a", "NULL", "null")
 _HASH_SEED = 0x5EED  # fixed, so hashes (never stored) are the same in every run
 _MAX_NAMES_SHOWN = 10
@@ -343,148 +345,319 @@ def read_feature_file(path: Path, variant: str, allocate=_new_array) -> tuple[np
     return x, stats
 
 
-def _cache_paths(path: Path, variant: str, cache_dir: Path) -> tuple[Path, Path]:
-    stat = path.stat()
-    key_text = f"{CACHE_FORMAT}\0{variant}\0{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
-    key = hashlib.sha256(key_text.encode("utf-8")).hexdigest()[:32]
-    return cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+def _row_capacity(paths: list[Path]) -> int:
+    """The most rows these files can hold.
+
+    A row takes at least one byte per field of its file's header (its commas and its line end),
+    so a file has at most ``size // fields`` rows, and one more if its last line has no end.
+    """
+    return sum(path.stat().st_size // len(read_header(path)) + 1 for path in paths)
 
 
-class _CacheEntry:
-    """A cache entry being written: the parsed rows go straight into a memory-mapped ``.npy``.
+def _line_ends(path: Path) -> int:
+    """Line feeds plus carriage returns: at least the number of line ends, whatever their kind."""
+    count = 0
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(COUNT_CHUNK_BYTES):
+            count += chunk.count(b"\n") + chunk.count(b"\r")
+    return count
 
-    Writing the rows once, into the file's pages, costs no second pass over the data; the
-    entry counts only once :meth:`commit` has renamed the array into place and then written
-    the stats file.
+
+class _SplitRows:
+    """The rows of every file of one split, appended in file order into one float32 array.
+
+    The array is reserved for the most rows the files can hold (:func:`_row_capacity`) without
+    committing memory or disk: anonymous memory mapped with ``MAP_NORESERVE``, or a sparse file
+    whose blocks are allocated slot by slot. Each file's parser writes straight into its slot, so
+    when the files give the train/test split the loaded arrays are these rows, with no copy.
     """
 
-    def __init__(self, npy: Path, meta: Path):
-        self.npy = npy
-        self.meta = meta
-        self.tmp: Path | None = None
-        self.failed = False
-
-    def allocate(self, shape: tuple[int, int]) -> np.ndarray:
-        """A float32 array of ``shape`` backed by a temporary ``.npy`` next to the entry.
-
-        A second call replaces the first array's file (the native parser gave up on the file).
-        """
-        self.discard()
-        self.npy.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.npy.name}.", dir=self.npy.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        if shape[0] == 0:
-            return np.empty(shape, dtype=np.float32)
-        x = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=shape)
-        # Reserve the blocks now: a full disk is then an OSError here, not a SIGBUS while the
-        # rows are written into the mapping.
-        if hasattr(os, "posix_fallocate"):
-            fd = os.open(self.tmp, os.O_RDWR)
+    def __init__(self, capacity: int, n_columns: int, path: Path | None = None):
+        self.n_columns = n_columns
+        self.row_bytes = n_columns * 4
+        self.used = 0
+        self.path = path
+        self._fd = None
+        size = max(capacity, 1) * self.row_bytes
+        if path is None:
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+            self._map = mmap.mmap(-1, size, flags=flags)
+        else:
+            self._fd = os.open(path, os.O_RDWR)
             try:
-                os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-            finally:
-                os.close(fd)
-        return x
+                os.ftruncate(self._fd, size)
+                self._map = mmap.mmap(self._fd, size)
+            except BaseException:
+                os.close(self._fd)
+                raise
+        self.array = np.frombuffer(self._map, dtype=np.float32).reshape(-1, n_columns)
 
-    def commit(self, x: np.ndarray, stats: dict) -> None:
-        """Make the entry current: the array file under its name, then the stats file."""
-        if not isinstance(x, np.memmap) or x.filename is None or Path(x.filename) != self.tmp:
-            # Rows were dropped (a copy) or the file is empty: write the final array itself.
-            with open(self.tmp, "wb") as handle:
-                np.save(handle, np.ascontiguousarray(x), allow_pickle=False)
-        os.chmod(self.tmp, new_file_mode())
-        os.replace(self.tmp, self.npy)
-        self.tmp = None
-        # The stats file is written last: an entry counts as present only when both files exist.
-        write_atomic(self.meta, json.dumps(stats))
+    def slot(self, n_rows: int) -> np.ndarray:
+        """The rows after the last appended part, for a file of ``n_rows`` rows.
+
+        For a file-backed array the slot's blocks are allocated now, so a full disk is an
+        OSError here and never a SIGBUS while the parser writes into the mapping.
+        """
+        stop = self.used + n_rows
+        if stop > len(self.array):
+            raise ValueError(f"{n_rows} rows do not fit the {len(self.array)} reserved")
+        if self._fd is not None and n_rows and hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(self._fd, self.used * self.row_bytes, n_rows * self.row_bytes)
+        return self.array[self.used : stop]
+
+    def append(self, x: np.ndarray) -> tuple[int, int]:
+        """Place a file's rows after the others (a copy only if they are not in their slot yet)."""
+        if self.used + len(x) > len(self.array):
+            raise ValueError(f"{len(x)} rows do not fit the {len(self.array)} reserved")
+        target = self.array[self.used : self.used + len(x)]  # its blocks came with its slot
+        if len(x) and x.ctypes.data != target.ctypes.data:
+            target[...] = x
+        start = self.used
+        self.used += len(x)
+        return start, len(x)
+
+    def rows(self) -> np.ndarray:
+        """The appended rows."""
+        return self.array[: self.used]
+
+    def close(self) -> None:
+        """Give back the mapping (views taken from it keep it alive until they are dropped)."""
+        self.array = None
+        try:
+            self._map.close()
+        except BufferError:
+            pass  # a view still uses it; it is unmapped when the last view goes
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _signature(files, variant: str) -> list:
+    """What a cache entry must match: the header variant and each file's path, size and time."""
+    signature = [variant]
+    for path, _, _ in files:
+        stat = path.stat()
+        signature.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    return signature
+
+
+def _read_only_rows(path: Path, n_rows: int, n_columns: int) -> np.ndarray:
+    """Map a cached split's rows copy-on-write: changes stay in this process, never the cache."""
+    if n_rows == 0:
+        return np.empty((0, n_columns), dtype=np.float32)
+    return np.asarray(np.memmap(path, dtype=np.float32, mode="c", shape=(n_rows, n_columns)))
+
+
+class _FolderCache:
+    """The cache entry of one dataset folder: every file's parsed rows, split by split.
+
+    Files: ``<folder key>.json`` (the signature of the files it was made from, each file's stats
+    and place) and one raw float32 file per split, named with the signature's hash. The rows are
+    parsed straight into those files, which are committed by renaming them into place and then
+    writing the JSON; arrays of an earlier state of the folder are removed after that. A change to
+    any file of the folder makes the whole entry stale.
+    """
+
+    def __init__(self, cache_dir: Path, folder: Path, files, variant: str, n_columns: int):
+        self.dir = cache_dir
+        key_text = f"{CACHE_FORMAT}\0{folder.resolve()}"
+        self.key = hashlib.sha256(key_text.encode("utf-8")).hexdigest()[:32]
+        self.meta = cache_dir / f"{self.key}.json"
+        self.signature = _signature(files, variant)
+        state = hashlib.sha256(json.dumps(self.signature).encode("utf-8")).hexdigest()[:16]
+        self.names = {which: f"{self.key}.{state}.{which}.f32" for which in taxonomy.SPLITS}
+        self.n_columns = n_columns
+        self.tmp: dict[str, Path] = {}
+
+    def load(self):
+        """Return ``(rows per split, file stats, placements)``, or None if absent or stale."""
+        if not self.meta.is_file():
+            return None
+        try:
+            meta = json.loads(self.meta.read_text())
+            if meta.get("signature") != self.signature or meta.get("columns") != self.n_columns:
+                return None
+            rows = {}
+            for which in taxonomy.SPLITS:
+                path = self.dir / meta["arrays"][which]["file"]
+                n_rows = int(meta["arrays"][which]["rows"])
+                if path.stat().st_size != n_rows * self.n_columns * 4:
+                    raise ValueError(f"{path.name} does not hold {n_rows} rows")
+                rows[which] = _read_only_rows(path, n_rows, self.n_columns)
+            if not len(meta["files"]) == len(meta["placements"]) == len(self.signature) - 1:
+                raise ValueError("its file list does not match the folder's")
+            return rows, meta["files"], meta["placements"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("ignoring unreadable cache entry %s: %s", self.meta.name, error)
+            return None
+
+    def new_rows(self, which: str, capacity: int) -> _SplitRows:
+        """A file-backed :class:`_SplitRows` for one split, in a temporary file of the entry."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.names[which]}.", dir=self.dir)
+        os.close(fd)
+        self.tmp[which] = Path(tmp)
+        return _SplitRows(capacity, self.n_columns, Path(tmp))
+
+    def commit(self, splits: dict[str, _SplitRows], files: list[dict], placements: list) -> dict:
+        """Make the entry current; return each split's rows mapped copy-on-write from it."""
+        for which, rows in splits.items():
+            os.truncate(self.tmp[which], rows.used * rows.row_bytes)
+            os.chmod(self.tmp[which], new_file_mode())
+            os.replace(self.tmp.pop(which), self.dir / self.names[which])
+        meta = {
+            "format": CACHE_FORMAT,
+            "signature": self.signature,
+            "columns": self.n_columns,
+            "arrays": {
+                which: {"file": self.names[which], "rows": rows.used}
+                for which, rows in splits.items()
+            },
+            "files": files,
+            "placements": placements,
+        }
+        # Written last: the entry counts only once its arrays are in place.
+        write_atomic(self.meta, json.dumps(meta))
+        current = set(self.names.values())
+        for old in self.dir.glob(f"{self.key}.*.f32"):
+            if old.name not in current:
+                old.unlink(missing_ok=True)
+        return {
+            which: _read_only_rows(self.dir / self.names[which], rows.used, self.n_columns)
+            for which, rows in splits.items()
+        }
 
     def discard(self) -> None:
-        """Remove the temporary file of an entry that will not be committed."""
-        if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
-            self.tmp = None
+        """Remove the temporary files of an entry that will not be committed."""
+        for tmp in self.tmp.values():
+            tmp.unlink(missing_ok=True)
+        self.tmp = {}
 
 
-def _load_cache(npy: Path, meta: Path) -> tuple[np.ndarray, dict] | None:
-    if not (npy.is_file() and meta.is_file()):
-        return None
-    try:
-        stats = json.loads(meta.read_text())
-        x = np.load(npy, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        log.warning("ignoring unreadable cache entry %s: %s", npy.name, error)
-        return None
-    return x, stats
+def _new_splits(files, n_columns: int, entry: "_FolderCache | None"):
+    """Reserve the rows of each split, in the cache entry's files when it can be written.
 
-
-def _read_into_cache(path: Path, variant: str, entry: _CacheEntry, cache_dir: Path):
-    """Read a file with its rows written into a new cache entry.
-
-    A cache that cannot be written costs a warning, not the load: the rows then go to memory.
+    Returns the splits and the entry (None when the cache is off or cannot be written: a cache
+    that cannot be written costs a warning, not the load).
     """
-
-    def allocate(shape):
-        if entry.failed:
-            return _new_array(shape)  # asked again after the native parser gave up on the file
+    capacity = {
+        which: _row_capacity([p for p, _, split in files if split == which])
+        for which in taxonomy.SPLITS
+    }
+    if entry is not None:
         try:
-            return entry.allocate(shape)
+            return {which: entry.new_rows(which, n) for which, n in capacity.items()}, entry
         except OSError as error:
-            log.warning("could not cache %s in %s: %s", path.name, cache_dir, error)
+            log.warning("could not cache the dataset in %s: %s", entry.dir, error)
             entry.discard()
-            entry.failed = True
-            return _new_array(shape)
-
     try:
-        x, stats = read_feature_file(path, variant, allocate)
-    except BaseException:
+        return {which: _SplitRows(n, n_columns) for which, n in capacity.items()}, None
+    except OSError:
+        # No address space for that bound (a kernel that commits every mapping): count lines.
+        capacity = {
+            which: sum(_line_ends(p) + 1 for p, _, split in files if split == which)
+            for which in taxonomy.SPLITS
+        }
+        return {which: _SplitRows(n, n_columns) for which, n in capacity.items()}, None
+
+
+class _CacheFull(Exception):
+    """A cache file could not take a file's rows (``error`` says why)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _parse_into(splits: dict[str, _SplitRows], path: Path, split: str, variant: str, entry):
+    """Parse one file into its split's next slot; return its ``(start, rows)`` and stats.
+
+    A cache file that cannot take the rows (a full disk) is given up for memory, with a warning.
+    """
+    while True:
+        rows = splits[split]
+
+        def allocate(shape, rows=rows):
+            try:
+                return rows.slot(shape[0])
+            except OSError as error:
+                if rows.path is None:
+                    raise
+                raise _CacheFull(error) from error
+
+        try:
+            x, stats = read_feature_file(path, variant, allocate)
+            return rows.append(x), stats
+        except _CacheFull as full:
+            log.warning("could not cache the dataset in %s: %s", entry.dir, full.error)
+        # Move what the cache files hold so far into memory and go on there.
+        for which, old in list(splits.items()):
+            moved = _SplitRows(len(old.array), old.n_columns)
+            moved.append(old.rows())
+            old.close()
+            splits[which] = moved
         entry.discard()
-        raise
-    if not entry.failed:
-        try:
-            entry.commit(x, stats)
-        except OSError as error:
-            # The mapped rows stay readable after their file is removed.
-            log.warning("could not cache %s in %s: %s", path.name, cache_dir, error)
-            entry.discard()
-    return x, stats
 
 
-def _read_parts(files, variant, cache_dir, progress) -> tuple[list[_Part], dict]:
-    """Read every file (from the cache where it is current); return the parts and cache counts.
+def _read_parts(folder: Path, files, variant: str, cache_dir, progress):
+    """Read every file (or the folder's current cache entry) into one array per split.
 
-    A cache entry that cannot be written costs a warning, not the load.
+    Returns ``(parts, rows per split, cache stats)``; each part's ``x`` is a view of its rows in
+    its file's split.
     """
-    total_bytes = sum(path.stat().st_size for path, _, _ in files)
+    columns = columns_of(variant)
     cache = {"dir": str(cache_dir) if cache_dir else None, "hits": 0, "misses": 0}
+    entry = _FolderCache(cache_dir, folder, files, variant, len(columns)) if cache_dir else None
+    loaded = entry.load() if entry else None
+    if loaded is not None:
+        rows, file_stats, placements = loaded
+        cache["hits"] = len(files)
+    else:
+        cache["misses"] = len(files) if entry else 0
+        rows, file_stats, placements = _parse_files(files, variant, len(columns), entry, progress)
     parts = []
-    with tqdm(
-        total=total_bytes,
-        unit="B",
-        unit_scale=True,
-        desc="reading dataset",
-        file=sys.stderr,
-        disable=not progress,
-    ) as bar:
-        for path, class_name, split in files:
-            size = path.stat().st_size
-            entry = _cache_paths(path, variant, cache_dir) if cache_dir else None
-            loaded = _load_cache(*entry) if entry else None
-            if loaded is not None:
-                cache["hits"] += 1
-                x, stats = loaded
-            elif entry:
-                cache["misses"] += 1
-                x, stats = _read_into_cache(path, variant, _CacheEntry(*entry), cache_dir)
-            else:
-                x, stats = read_feature_file(path, variant)
-            if stats["rows_read"] == 0:
-                log.warning("%s has a header and no rows; it adds nothing", path.name)
-            if stats["nan_rows_dropped"]:
-                log.info("%s: dropped %d row(s) with NaN", path.name, stats["nan_rows_dropped"])
-            parts.append(_Part(path, class_name, split, x, {"file": path.name, **stats}))
-            bar.update(size)
-    return parts, cache
+    for (path, class_name, split), stats, (start, length) in zip(
+        files, file_stats, placements, strict=True
+    ):
+        x = rows[split][start : start + length]
+        parts.append(_Part(path, class_name, split, x, stats))
+    return parts, rows, cache
+
+
+def _parse_files(files, variant: str, n_columns: int, entry, progress: bool):
+    """Parse every file into its split's rows; commit them to the cache entry if there is one."""
+    total_bytes = sum(path.stat().st_size for path, _, _ in files)
+    splits, entry = _new_splits(files, n_columns, entry)
+    file_stats, placements = [], []
+    try:
+        with tqdm(
+            total=total_bytes,
+            unit="B",
+            unit_scale=True,
+            desc="reading dataset",
+            file=sys.stderr,
+            disable=not progress,
+        ) as bar:
+            for path, _, split in files:
+                placement, stats = _parse_into(splits, path, split, variant, entry)
+                if stats["rows_read"] == 0:
+                    log.warning("%s has a header and no rows; it adds nothing", path.name)
+                if stats["nan_rows_dropped"]:
+                    log.info("%s: dropped %d row(s) with NaN", path.name, stats["nan_rows_dropped"])
+                file_stats.append({"file": path.name, **stats})
+                placements.append(placement)
+                bar.update(path.stat().st_size)
+        if entry is not None and all(s.path is not None for s in splits.values()):
+            try:
+                return entry.commit(splits, file_stats, placements), file_stats, placements
+            except OSError as error:
+                log.warning("could not cache the dataset in %s: %s", entry.dir, error)
+        return {which: s.rows() for which, s in splits.items()}, file_stats, placements
+    finally:
+        for rows in splits.values():
+            rows.close()  # a mapping still viewed by the result stays until the view goes
+        if entry is not None:
+            entry.discard()
 
 
 def _row_hashes(x: np.ndarray) -> np.ndarray:
@@ -647,27 +820,35 @@ def _split_description(by_seed: list[str], given: list[str], seed: int) -> str:
     return f"dataset files; stratified 80/20, seed {seed} for {len(by_seed)} classes"
 
 
-def _assemble(selections: dict[str, _Selection], label_of: dict, n_features: int):
-    """Build train and test x and y from the per-class selections, freeing each class's parts.
+def _labels(selections: dict[str, _Selection], label_of: dict) -> dict[str, np.ndarray]:
+    """The label of every selected row, per split, classes in the selections' order."""
+    return {
+        which: np.concatenate(
+            [np.zeros(0, dtype=np.int64)]
+            + [
+                np.full(len(getattr(s, which)), label_of[name], dtype=np.int64)
+                for name, s in selections.items()
+            ]
+        )
+        for which in taxonomy.SPLITS
+    }
 
-    Returns ``(x_train, y_train, x_test, y_test)``; the parts' arrays are released class by class
-    so the peak memory stays near the size of the result.
-    """
+
+def _assemble(selections: dict[str, _Selection], n_features: int) -> dict[str, np.ndarray]:
+    """Copy the selected rows of each split into new arrays, classes in the selections' order."""
     sizes = {
         which: sum(len(getattr(s, which)) for s in selections.values()) for which in taxonomy.SPLITS
     }
     x = {which: np.empty((n, n_features), dtype=np.float32) for which, n in sizes.items()}
-    y = {which: np.empty(n, dtype=np.int64) for which, n in sizes.items()}
     position = dict.fromkeys(taxonomy.SPLITS, 0)
-    for class_name, selection in selections.items():
+    for selection in selections.values():
         for which in taxonomy.SPLITS:
             index = getattr(selection, which)
             start, stop = position[which], position[which] + len(index)
             selection.rows.copy_into(x[which][start:stop], index)
-            y[which][start:stop] = label_of[class_name]
             position[which] = stop
         selection.rows.release()
-    return x["train"], y["train"], x["test"], y["test"]
+    return x
 
 
 def _summed_inf_counts(parts: list[_Part]) -> dict:
@@ -692,8 +873,9 @@ def load_dataset(
 ) -> Dataset:
     """Load a CICIoMT2024 CSV folder into a Dataset (see the module docstring for the rules).
 
-    ``cache_dir`` defaults to ``default_cache_dir()``; each file's parsed array is cached there,
-    keyed by path, size and modification time. ``use_cache=False`` neither reads nor writes it.
+    ``cache_dir`` defaults to ``default_cache_dir()``; the folder's parsed rows are cached there,
+    valid while every file keeps its path, size and modification time. ``use_cache=False``
+    neither reads nor writes it.
     """
     folder = Path(folder)
     view = taxonomy.check_view(view)
@@ -702,7 +884,9 @@ def load_dataset(
     variant = check_same_variant(variants)
     columns = columns_of(variant)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    parts, cache_stats = _read_parts(files, variant, cache if use_cache else None, progress)
+    parts, split_rows, cache_stats = _read_parts(
+        folder, files, variant, cache if use_cache else None, progress
+    )
 
     by_class: dict[str, list[_Part]] = {}
     for part in parts:
@@ -729,9 +913,14 @@ def load_dataset(
 
     class_names = tuple(taxonomy.labels_in_view(selections, view))
     label_of = {name: class_names.index(taxonomy.view_label(name, view)) for name in selections}
-    for part in parts:
-        part.x = None  # the selections hold the arrays now; _assemble releases them class by class
-    x_train, y_train, x_test, y_test = _assemble(selections, label_of, len(columns))
+    y = _labels(selections, label_of)
+    if dedupe or by_seed:
+        x = _assemble(selections, len(columns))
+    else:
+        # Every class keeps its files' split whole: the rows of the train files, in file order, are
+        # x_train (classes in order, as the labels are), and likewise for test; nothing is copied.
+        x = split_rows
+    x_train, y_train, x_test, y_test = x["train"], y["train"], x["test"], y["test"]
 
     rows_per_class = {
         which: {name: len(getattr(s, which)) for name, s in selections.items()}
@@ -767,7 +956,7 @@ def load_dataset(
         "cache": cache_stats,
         "synthetic": (folder / SYNTHETIC_MARKER).is_file(),
     }
-    del parts, by_class, selections
+    del parts, by_class, selections, split_rows
     return Dataset(
         x_train=x_train,
         y_train=y_train,
