@@ -386,6 +386,25 @@ def test_without_address_space_for_the_bound_the_lines_are_counted(tmp_path, mon
         np.testing.assert_array_equal(getattr(dataset, name), getattr(expected, name))
 
 
+def test_files_left_by_a_killed_load_are_removed_by_the_next(tmp_path):
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=20, classes=["Benign"])
+    cache = tmp_path / "cache"
+    first = load_dataset(folder, progress=False, cache_dir=cache)
+    key = next(cache.glob("*.json")).stem
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    killed = cache / f".{key}.{ended.pid}.train.abc123"  # as a killed load leaves it
+    running = cache / f".{key}.{os.getpid()}.train.def456"  # a load still going on
+    other = cache / f".{'0' * 32}.{ended.pid}.train.ghi789"  # another folder's
+    for path in (killed, running, other):
+        path.write_bytes(b"\0" * 64)
+    (folder / "Benign_test.pcap.csv").touch()  # a newer time: the entry is stale
+    second = load_dataset(folder, progress=False, cache_dir=cache)
+    assert second.stats["cache"]["misses"] == 2
+    assert not killed.exists() and running.exists() and other.exists()
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+
+
 def test_an_interrupted_load_leaves_no_cache_files(tmp_path, monkeypatch):
     folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=40, seed=3)
     calls = []

@@ -432,6 +432,16 @@ class _SplitRows:
             self._fd = None
 
 
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
+
+
 def _signature(files, variant: str) -> list:
     """What a cache entry must match: the header variant and each file's path, size and time."""
     signature = [variant]
@@ -494,10 +504,22 @@ class _FolderCache:
     def new_rows(self, which: str, capacity: int) -> _SplitRows:
         """A file-backed :class:`_SplitRows` for one split, in a temporary file of the entry."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.names[which]}.", dir=self.dir)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.key}.{os.getpid()}.{which}.", dir=self.dir)
         os.close(fd)
         self.tmp[which] = Path(tmp)
         return _SplitRows(capacity, self.n_columns, Path(tmp))
+
+    def remove_abandoned(self) -> None:
+        """Delete the temporary files of earlier loads of this folder whose process is gone.
+
+        A load that is killed cannot remove its files; they are named with the process id
+        (``.<folder key>.<pid>.<split>.*``), so the next load of the folder can.
+        """
+        for tmp in self.dir.glob(f".{self.key}.*"):
+            pid = tmp.name.split(".")[2]
+            if pid.isdigit() and not _process_exists(int(pid)):
+                log.info("removing %s, left by a load that was stopped", tmp.name)
+                tmp.unlink(missing_ok=True)
 
     def commit(self, splits: dict[str, _SplitRows], files: list[dict], placements: list) -> dict:
         """Make the entry current; return each split's rows mapped copy-on-write from it."""
@@ -546,6 +568,8 @@ def _new_splits(files, n_columns: int, entry: "_FolderCache | None"):
     }
     if entry is not None:
         try:
+            if entry.dir.is_dir():
+                entry.remove_abandoned()
             return {which: entry.new_rows(which, n) for which, n in capacity.items()}, entry
         except OSError as error:
             log.warning("could not cache the dataset in %s: %s", entry.dir, error)
