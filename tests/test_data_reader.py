@@ -1,6 +1,7 @@
 """load_dataset: variants, splits, views, NaN/inf accounting, de-duplication and the cache."""
 
 import json
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +239,24 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch, synthetic_39):
     dataset = load_dataset(synthetic_39, progress=False)
     assert dataset.stats["cache"]["dir"] == str(tmp_path / "env-cache")
     assert len(list((tmp_path / "env-cache").glob("*.f32"))) == 2  # train and test rows
+
+
+def test_rows_copied_out_give_their_pages_back_and_keep_their_neighbours():
+    from mcu_ids.data.reader import _give_back_pages, _SplitRows
+
+    split = _SplitRows(4096, 45)
+    x = np.random.default_rng(0).random((3000, 45), dtype=np.float32) + 1
+    split.append(x)
+    part = split.rows()[1000:2000]
+    _give_back_pages(part)
+    # The pages wholly inside the part are given back (anonymous memory then reads as zeros);
+    # rows before and after it, including those sharing its first and last page, are intact.
+    np.testing.assert_array_equal(split.rows()[:1000], x[:1000])
+    np.testing.assert_array_equal(split.rows()[2000:], x[2000:])
+    flat = part.reshape(-1).view(np.uint8)
+    page = mmap.PAGESIZE
+    first = -(-flat.ctypes.data // page) * page - flat.ctypes.data
+    assert 0 < np.count_nonzero(flat == 0) and not flat[first : first + page].any()
+    assert np.all(part[0] == x[1000]) and np.all(part[-1] == x[1999])
+    _give_back_pages(x)  # rows outside any mapping: nothing to give back, nothing changes
+    assert np.all(x >= 1)

@@ -703,6 +703,30 @@ def _row_hashes(x: np.ndarray) -> np.ndarray:
     return hashes
 
 
+def _give_back_pages(x: np.ndarray) -> None:
+    """Tell the kernel that the memory pages wholly inside ``x`` will not be read again.
+
+    For rows that live in a mapping (a split's array, a cached file mapped copy-on-write): the
+    split arrays hold every class, so dropping references to one class frees nothing. Pages
+    shared with the rows before or after ``x`` are kept.
+    """
+    owner = x
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):  # np.frombuffer keeps the buffer through a memoryview
+        owner = owner.obj
+    if not isinstance(owner, mmap.mmap) or not x.nbytes or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    view = np.frombuffer(owner, dtype=np.uint8)
+    offset = x.ctypes.data - view.ctypes.data
+    del view
+    page = mmap.PAGESIZE
+    first = -(-offset // page) * page
+    last = (offset + x.nbytes) // page * page
+    if last > first:
+        owner.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
 class _Rows:
     """The rows of several parts seen as one sequence, without concatenating them."""
 
@@ -732,7 +756,9 @@ class _Rows:
         return self._hashes
 
     def release(self) -> None:
-        """Drop the references to the part arrays so their memory can be returned."""
+        """Give back the memory of the part arrays: their rows have been copied out."""
+        for array in self.arrays:
+            _give_back_pages(array)
         self.arrays = []
         self._hashes = None
 
