@@ -87,7 +87,9 @@ view_option = click.option(
     show_default=True,
     help="Labels: 19 classes, 6 categories, or benign/attack.",
 )
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+seed_option = click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
+)
 board_option = click.option(
     "--board", default=DEFAULT_BOARD, show_default=True, help="Board name (`mcu-ids boards`)."
 )
@@ -483,3 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("mcu-ids: interrupted; results written so far are kept", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -167,3 +167,108 @@ def check_bad_line_near_the_end(tmp_path, size_bytes: int) -> None:
     assert error.value.message == (
         f"{path.name}: line {bad_line}, column 'IAT' holds '0.00x1', which is not a number"
     )
+
+
+def test_lone_carriage_returns_end_lines_as_line_feeds_do(tmp_path):
+    rows = [",".join([str(i + 0.5)] * len(COLUMNS_39)) for i in range(4)]
+    write(tmp_path / "Benign_train.pcap.csv", "\r".join([HEADER_39, *rows]) + "\r")
+    write(tmp_path / "Benign_test.pcap.csv", "\n".join([HEADER_39, *rows]) + "\n")
+    dataset = load(tmp_path)
+    np.testing.assert_array_equal(dataset.x_train, dataset.x_test)
+    assert dataset.x_train[:, 0].tolist() == [0.5, 1.5, 2.5, 3.5]
+
+
+def test_a_file_without_line_ends_is_named_quickly(tmp_path):
+    good_file(tmp_path)
+    write(tmp_path / "Benign_test.pcap.csv", ROW_39 * 2000)  # 100+ KB and no line end
+    with pytest.raises(DataError, match="Benign_test.pcap.csv: no line end in its first"):
+        load(tmp_path)
+
+
+def test_a_header_without_a_line_end_is_a_header_only_file(tmp_path, caplog):
+    good_file(tmp_path)
+    write(tmp_path / "Benign_test.pcap.csv", HEADER_39)
+    with caplog.at_level(logging.WARNING):
+        dataset = load(tmp_path)
+    assert dataset.stats["header_only_files"] == ["Benign_test.pcap.csv"]
+    assert "has a header and no rows" in caplog.text
+
+
+def test_a_blank_line_before_the_header_is_named(tmp_path):
+    good_file(tmp_path)
+    write(tmp_path / "Benign_test.pcap.csv", "\n" + HEADER_39 + "\n" + ROW_39 + "\n")
+    with pytest.raises(DataError, match="line 1 is blank"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "bad_line, where",
+    [
+        (" " * 5, "line 4 has 1 fields"),
+        ("1", "line 4 has 1 fields"),
+        (",".join(["1_000"] + ["1.5"] * (len(COLUMNS_39) - 1)), "line 4, column 'Header_Length'"),
+        (",".join([" "] + ["1.5"] * (len(COLUMNS_39) - 1)), "line 4, column 'Header_Length'"),
+        (",".join(["\uff11"] + ["1.5"] * (len(COLUMNS_39) - 1)), "line 4, column 'Header_Length'"),
+    ],
+    ids=["spaces", "short", "underscore", "blank-field", "full-width-digit"],
+)
+def test_lines_the_parsers_refuse_are_named_by_line(tmp_path, bad_line, where):
+    good_file(tmp_path)
+    lines = [HEADER_39, ROW_39, ROW_39, bad_line] + ["1"] * 3000  # more short lines than rows fit
+    write(tmp_path / "Benign_test.pcap.csv", "\n".join(lines) + "\n")
+    assert COLUMNS_39[0] == "Header_Length"
+    with pytest.raises(DataError, match=f"Benign_test.pcap.csv: {where}"):
+        load(tmp_path)
+
+
+def test_values_with_spaces_around_them_are_read(tmp_path):
+    good_file(tmp_path)
+    row = ",".join([" 2.5 ", " nan ", " inf "] + ["1.5"] * (len(COLUMNS_39) - 3))
+    write(tmp_path / "Benign_test.pcap.csv", HEADER_39 + "\n" + row + "\n" + ROW_39 + "\n")
+    dataset = load(tmp_path)
+    assert dataset.stats["nan_rows_dropped"] == 1 and len(dataset.x_test) == 1
+
+
+def test_a_repeated_header_is_skipped_when_the_first_has_a_byte_order_mark(tmp_path):
+    good_file(tmp_path)
+    text = "\ufeff" + HEADER_39 + "\n" + ROW_39 + "\n" + HEADER_39 + "\n" + ROW_39 + "\n"
+    write(tmp_path / "Benign_test.pcap.csv", text)
+    dataset = load(tmp_path)
+    assert dataset.stats["header_rows_skipped"] == 1 and len(dataset.x_test) == 2
+
+
+def test_files_in_linked_folders_and_upper_case_names_are_read(tmp_path):
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    good_file(data / "train", "Benign_train.PCAP.CSV")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    good_file(elsewhere, "Benign_test.pcap.csv", rows=2)
+    (data / "test").symlink_to(elsewhere)
+    (elsewhere / "loop").symlink_to(data)  # a link back up the tree is walked once
+    dataset = load(data)
+    assert (len(dataset.x_train), len(dataset.x_test)) == (3, 2)
+
+
+def test_the_same_file_name_twice_is_an_error_naming_both(tmp_path):
+    good_file(tmp_path)
+    good_file(tmp_path, "Benign_test.pcap.csv")
+    (tmp_path / "copy").mkdir()
+    good_file(tmp_path / "copy")
+    with pytest.raises(DataError) as error:
+        load(tmp_path)
+    assert "Benign_train.pcap.csv and copy/Benign_train.pcap.csv" in error.value.message
+
+
+def test_macos_metadata_files_are_skipped_and_broken_links_named(tmp_path, caplog):
+    good_file(tmp_path)
+    good_file(tmp_path, "Benign_test.pcap.csv")
+    (tmp_path / "__MACOSX").mkdir()
+    write(tmp_path / "__MACOSX" / "._Benign_train.pcap.csv", "\x00\x05\x16\x07")
+    write(tmp_path / "._Benign_test.pcap.csv", "\x00\x05\x16\x07")
+    with caplog.at_level(logging.WARNING):
+        assert len(load(tmp_path).x_train) == 3
+    assert "skipped 2 macOS metadata file(s)" in caplog.text
+    (tmp_path / "ARP_Spoofing_test.pcap.csv").symlink_to(tmp_path / "gone.csv")
+    with pytest.raises(DataError, match="ARP_Spoofing_test.pcap.csv .*does not exist"):
+        load(tmp_path)

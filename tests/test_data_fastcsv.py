@@ -326,6 +326,18 @@ def test_a_failing_compiler_is_logged_and_the_general_reader_used(tmp_path, monk
         fastcsv.load_library.cache_clear()
 
 
+def test_a_damaged_library_is_built_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MCU_IDS_CACHE", str(tmp_path / "cache"))
+    fastcsv.load_library.cache_clear()
+    try:
+        built = fastcsv.build_library(tmp_path / "cache", fastcsv.compiler_command())
+        built.write_bytes(built.read_bytes()[:100])  # cut short, as a full disk leaves it
+        assert fastcsv.load_library() is not None
+        assert built.stat().st_size > 100
+    finally:
+        fastcsv.load_library.cache_clear()
+
+
 def test_the_library_is_keyed_by_source_and_compiler(tmp_path):
     compiler = fastcsv.compiler_command()
     built = fastcsv.build_library(tmp_path, compiler)

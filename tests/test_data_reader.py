@@ -1,14 +1,18 @@
 """load_dataset: variants, splits, views, NaN/inf accounting, de-duplication and the cache."""
 
 import json
+import logging
 import mmap
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mcu_ids.data import labels
+from mcu_ids.data import labels, reader
 from mcu_ids.data.reader import load_dataset, read_feature_file
 from mcu_ids.data.schema import COLUMNS_39, COLUMNS_45
 from mcu_ids.data.synthetic import write_synthetic_dataset
@@ -260,3 +264,125 @@ def test_rows_copied_out_give_their_pages_back_and_keep_their_neighbours():
     assert np.all(part[0] == x[1000]) and np.all(part[-1] == x[1999])
     _give_back_pages(x)  # rows outside any mapping: nothing to give back, nothing changes
     assert np.all(x >= 1)
+
+
+def cached(folder, cache):
+    return load(folder, cache_dir=cache, use_cache=True)
+
+
+def entry_files(cache):
+    meta = next(cache.glob("*.json"))
+    return meta, json.loads(meta.read_text())
+
+
+def test_rows_of_a_cache_that_could_not_be_committed_are_private(tmp_path, monkeypatch):
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=20, classes=["Benign"])
+    cache = tmp_path / "cache"
+    expected = cached(folder, cache)
+    meta, _ = entry_files(cache)
+    (folder / "Benign_test.pcap.csv").touch()  # stale: the next load parses and commits again
+    real_write = reader.write_atomic
+
+    def failing(path, data):
+        if path == meta:
+            raise OSError(28, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(reader, "write_atomic", failing)
+    dataset = cached(folder, cache)
+    monkeypatch.undo()
+    dataset.x_train[:] = 7.0  # must not reach any file of the cache
+    # The arrays the failed commit had renamed into place are gone, so no stats file names them.
+    assert sorted(p.name for p in cache.glob("*.f32")) == sorted(
+        a["file"] for a in entry_files(cache)[1]["arrays"].values()
+    )
+    again = cached(folder, cache)
+    np.testing.assert_array_equal(again.x_train, expected.x_train)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda m: [],
+        lambda m: None,
+        lambda m: {**m, "placements": [["a", "b"]] + m["placements"][1:]},
+        lambda m: {**m, "placements": [[0, 1, 2]] + m["placements"][1:]},
+        lambda m: {**m, "placements": [[0, m["placements"][0][1] + 5]] + m["placements"][1:]},
+        lambda m: {**m, "placements": [[-300, 300]] + m["placements"][1:]},
+        lambda m: {
+            **m,
+            "files": [{k: v for k, v in f.items() if k != "inf_values"} for f in m["files"]],
+        },
+        lambda m: {**m, "files": [dict(f, rows_read="x") for f in m["files"]]},
+        lambda m: {**m, "files": m["files"][::-1]},
+        lambda m: {**m, "arrays": {"train": m["arrays"]["test"], "test": m["arrays"]["train"]}},
+    ],
+    ids=[
+        "list",
+        "null",
+        "text-place",
+        "three-place",
+        "long-place",
+        "negative-place",
+        "no-infs",
+        "text-count",
+        "files-swapped",
+        "arrays-swapped",
+    ],
+)
+def test_a_damaged_cache_entry_is_ignored_with_a_warning(tmp_path, caplog, damage):
+    folder = write_synthetic_dataset(
+        tmp_path / "data", rows_per_class=20, classes=["Benign", "ARP_Spoofing"]
+    )
+    cache = tmp_path / "cache"
+    expected = cached(folder, cache)
+    meta, entry = entry_files(cache)
+    meta.write_text(json.dumps(damage(entry)))
+    with caplog.at_level(logging.WARNING):
+        dataset = cached(folder, cache)
+    assert "ignoring unreadable cache entry" in caplog.text
+    assert dataset.stats["cache"]["misses"] == 4
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(dataset, name), getattr(expected, name))
+    assert cached(folder, cache).stats["cache"]["hits"] == 4  # the entry was made again
+
+
+def test_a_folder_whose_name_is_not_utf8_is_cached(tmp_path):
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=20, classes=["Benign"])
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/donn\xe9es"))
+    folder.rename(odd)
+    first = cached(odd, tmp_path / "cache")
+    second = cached(odd, tmp_path / "cache")
+    assert second.stats["cache"]["hits"] == 2
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+
+
+def test_a_copy_that_keeps_the_modification_time_is_read_again(tmp_path):
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=20, classes=["Benign"])
+    cache = tmp_path / "cache"
+    cached(folder, cache)
+    path = folder / "Benign_train.pcap.csv"
+    stat = path.stat()
+    lines = path.read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]  # same size
+    replacement = tmp_path / "replacement.csv"
+    replacement.write_text("\n".join(lines) + "\n")
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(replacement, path)  # as `cp -p` or `tar x` leave it: same size and time
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    again = cached(folder, cache)
+    assert again.stats["cache"]["misses"] == 2
+    np.testing.assert_array_equal(again.x_train, load(folder).x_train)
+
+
+def test_leftovers_of_a_killed_load_go_even_when_the_entry_is_current(tmp_path):
+    folder = write_synthetic_dataset(tmp_path / "data", rows_per_class=20, classes=["Benign"])
+    cache = tmp_path / "cache"
+    cached(folder, cache)
+    key = next(cache.glob("*.json")).stem
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    leftover = cache / f".{key}.{ended.pid}.train.abc123"
+    leftover.write_bytes(b"\0" * 64)
+    assert cached(folder, cache).stats["cache"]["hits"] == 2
+    assert not leftover.exists()

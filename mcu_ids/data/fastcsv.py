@@ -139,9 +139,19 @@ def load_library() -> ctypes.CDLL | None:
         log.debug("no C compiler (cc, gcc, clang or $CC); using the general CSV reader")
         return None
     try:
-        library = ctypes.CDLL(str(build_library(default_cache_dir(), compiler)))
+        path = build_library(default_cache_dir(), compiler)
+        try:
+            library = ctypes.CDLL(str(path))
+        except OSError as error:
+            # A damaged library (a copy cut short, say) is built again, once.
+            log.debug("cannot load %s (%s); building it again", path, error)
+            path.unlink(missing_ok=True)
+            library = ctypes.CDLL(str(build_library(default_cache_dir(), compiler)))
     except (OSError, subprocess.SubprocessError) as error:
-        log.debug("cannot build the native CSV parser (%s); using the general reader", error)
+        log.warning(
+            "cannot build the native CSV parser (%s); reading with pyarrow, several times slower",
+            error,
+        )
         return None
     library.fastcsv_count.argtypes = [_P, _I64, _I64, _INT, _P, _P, _P]
     library.fastcsv_count.restype = _INT

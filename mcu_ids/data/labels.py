@@ -41,7 +41,7 @@ SPLITS = ("train", "test")
 
 _CATEGORY = dict(_TAXONOMY)
 FILE_PATTERN = "<class>[<n>]_<train|test>.pcap.csv"
-_FILE_RE = re.compile(r"^(?P<cls>.+?)(?P<number>\d*)_(?P<split>train|test)\.pcap\.csv$")
+_FILE_RE = re.compile(r"^(?P<cls>.+?)(?P<number>\d*)_(?P<split>train|test)(?i:\.pcap\.csv)$")
 
 
 def class_from_filename(name: str) -> tuple[str, str]:
@@ -67,7 +67,8 @@ def class_from_filename(name: str) -> tuple[str, str]:
 
 
 def check_view(view: str) -> str:
-    """Return ``view`` if it is one of "19", "6", "2", or raise a DataError."""
+    """Return ``view`` if it is one of "19", "6", "2" (or those numbers), or raise a DataError."""
+    view = str(view)
     if view not in VIEWS:
         raise DataError(
             f"unknown label view {view!r}; allowed: {', '.join(VIEWS)}",

@@ -2,9 +2,11 @@
 
 Rules the reader applies (each one is counted in ``Dataset.stats``, never silent):
 
-- Files: every ``*.csv`` under the folder (sub-folders included) must be named
-  ``<class>[<n>]_<train|test>.pcap.csv``; other CSV names are an error. Numbered files of a class
-  merge. All files must use the same header variant (45 or 39 columns).
+- Files: every ``*.csv`` under the folder (sub-folders and linked folders included) must be
+  named ``<class>[<n>]_<train|test>.pcap.csv``; other CSV names are an error, and so is the same
+  name twice (a copy) or a link to a missing file. macOS metadata files (``._*``,
+  ``__MACOSX/``) are skipped with a warning. Numbered files of a class merge. All files must use
+  the same header variant (45 or 39 columns). Lines may end with LF, CRLF or a lone CR.
 - Splits: a class with both ``_train`` and ``_test`` rows keeps the dataset's split. A class with
   rows of only one split is split 80/20 on its own, stratified, with ``seed`` (per class,
   ``round(0.2 * rows)`` go to test). Then ``split`` is "dataset files" when every class came split,
@@ -14,8 +16,9 @@ Rules the reader applies (each one is counted in ``Dataset.stats``, never silent
 - Duplicated header rows inside a file are skipped and counted.
 - Text in a numeric column, or a line with the wrong number of fields, is a DataError naming the
   file, the line and the column.
-- An empty file (0 bytes, not even a header) is a DataError: it is a broken copy. A file with a
-  header and no rows is read as zero rows, logged as a warning and listed in
+- An empty file (0 bytes, not even a header) is a DataError: it is a broken copy; so is a blank
+  first line, or a first line with no end within 64 KiB. A file with a header and no rows (with
+  or without a line end after it) is read as zero rows, logged as a warning and listed in
   ``stats["header_only_files"]``.
 - De-duplication (optional) removes rows whose features are bitwise identical (as float32) to an
   earlier row of the same class: within train, within test, and test rows that occur in train.
@@ -58,6 +61,13 @@ BLOCK_SIZE_BYTES = 1 << 20
 # Rows gathered per transpose step: 45 float32 columns x 2048 rows = 360 KiB, inside L2 cache.
 TRANSPOSE_ROWS = 2048
 COUNT_CHUNK_BYTES = 1 << 24
+# A header line is a few hundred bytes; a first line longer than this is not one.
+MAX_HEADER_BYTES = 1 << 16
+BOM = b"\xef\xbb\xbf"
+# What pyarrow reads as a float: decimal numbers with an optional exponent, inf and nan.
+_NUMBER = re.compile(
+    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)", re.ASCII | re.IGNORECASE
+)
 NULL_TOKENS = ("", "NaN", "nan", "-NaN", "-nan", "NA", "N/A", "n/a", "NULL", "null")
 _HASH_SEED = 0x5EED  # fixed, so hashes (never stored) are the same in every run
 _MAX_NAMES_SHOWN = 10
@@ -109,6 +119,19 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "mcu-ids"
 
 
+def _files_under(folder: Path) -> list[Path]:
+    """Every entry under ``folder`` that is not a folder, through linked folders too, sorted."""
+    found, seen = [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            dirs.clear()
+            continue
+        seen.add(real)
+        found.extend(Path(root) / name for name in names)
+    return sorted(found)
+
+
 def find_dataset_files(folder: Path) -> list[tuple[Path, str, str]]:
     """List ``(path, class_name, split)`` for every dataset CSV under ``folder``, in stable order.
 
@@ -120,7 +143,24 @@ def find_dataset_files(folder: Path) -> list[tuple[Path, str, str]]:
             f"dataset folder {str(folder)!r} does not exist or is not a folder",
             hint="pass the folder that holds the CICIoMT2024 *.pcap.csv files",
         )
-    csvs = sorted(p for p in folder.rglob("*.csv") if p.is_file())
+    csvs, broken, skipped = [], [], []
+    for path in _files_under(folder):
+        if path.suffix.lower() != ".csv":
+            continue
+        relative = path.relative_to(folder)
+        if path.name.startswith("._") or "__MACOSX" in relative.parts:
+            skipped.append(str(relative))  # macOS resource forks that unzipping leaves behind
+        elif not path.is_file():
+            broken.append(str(relative))
+        else:
+            csvs.append(path)
+    if skipped:
+        log.warning("skipped %d macOS metadata file(s): %s", len(skipped), _listed(skipped))
+    if broken:
+        raise DataError(
+            f"{_listed(broken)} in {str(folder)!r}: link(s) to a file that does not exist",
+            hint="restore the file the link points to, or remove the link",
+        )
     if not csvs:
         found = sorted(p.name for p in folder.iterdir())
         shown = ", ".join(found[:_MAX_NAMES_SHOWN]) or "nothing"
@@ -131,10 +171,16 @@ def find_dataset_files(folder: Path) -> list[tuple[Path, str, str]]:
             f"expected files named {taxonomy.FILE_PATTERN}",
             hint="point at the folder holding the dataset's CSV files, e.g. .../attacks/CSV",
         )
-    entries = []
+    entries, by_name = [], {}
     for path in csvs:
-        class_name, split = taxonomy.class_from_filename(path.name)
-        number = re.search(r"(\d*)_(?:train|test)\.pcap\.csv$", path.name).group(1)
+        relative = str(path.relative_to(folder))
+        try:
+            class_name, split = taxonomy.class_from_filename(path.name)
+        except DataError as error:
+            where = "" if relative == path.name else f" (at {relative})"
+            raise DataError(error.message + where, hint=error.hint) from None
+        by_name.setdefault(path.name, []).append(relative)
+        number = re.search(r"(\d*)_(?:train|test)\.pcap\.csv$", path.name, re.I).group(1)
         order = (
             taxonomy.CLASSES.index(class_name),
             taxonomy.SPLITS.index(split),
@@ -142,20 +188,67 @@ def find_dataset_files(folder: Path) -> list[tuple[Path, str, str]]:
             str(path),
         )
         entries.append((order, path, class_name, split))
+    copies = [paths for paths in by_name.values() if len(paths) > 1]
+    if copies:
+        raise DataError(
+            "the same file name occurs more than once: "
+            + "; ".join(" and ".join(paths) for paths in copies),
+            hint="a dataset file name is unique; remove the copies, or load the folders apart",
+        )
     entries.sort(key=lambda entry: entry[0])
     return [(path, class_name, split) for _, path, class_name, split in entries]
 
 
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_NAMES_SHOWN])
+    if len(names) > _MAX_NAMES_SHOWN:
+        shown += f", ... ({len(names)} in all)"
+    return shown
+
+
+def _first_line(path: Path) -> tuple[bytes, bool]:
+    """The file's first line (without its end) and whether a line end follows it.
+
+    A line ends at a line feed, a carriage return, or both; a first line longer than
+    ``MAX_HEADER_BYTES`` is a DataError (the file has no line ends where a header should be).
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(MAX_HEADER_BYTES + 2)
+    end = min((i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0), default=-1)
+    if end < 0:
+        if len(head) > MAX_HEADER_BYTES:
+            raise DataError(
+                f"{path.name}: no line end in its first {MAX_HEADER_BYTES:,} bytes, so it has no "
+                "header line",
+                hint="the file is damaged or not a dataset CSV; restore it from the archive",
+            )
+        return head, False
+    return head[:end], True
+
+
 def read_header(path: Path) -> list[str]:
     """Return the column names of a CSV file's first line; an empty file is a DataError."""
-    with open(path, "rb") as handle:
-        first = handle.readline()
+    first, _ = _first_line(path)
     if not first.strip():
+        if path.stat().st_size > len(first) + 2:
+            raise DataError(
+                f"{path.name}: line 1 is blank; the header must be the first line",
+                hint="delete the blank line(s) before the header",
+            )
         raise DataError(
             f"{path.name}: the file is empty (no header line)",
             hint="the copy is broken; restore it from the dataset archive or remove it",
         )
     return parse_header(first.decode("utf-8-sig", errors="replace"))
+
+
+def _header_only(path: Path) -> bool:
+    """Whether the file holds its header line and nothing else but line ends and blanks."""
+    first, _ = _first_line(path)
+    with open(path, "rb") as handle:
+        handle.seek(len(first))
+        rest = handle.read(MAX_HEADER_BYTES)
+        return not rest.strip() and not handle.read(1)
 
 
 def check_same_variant(variants: dict[Path, str]) -> str:
@@ -197,24 +290,21 @@ def _find_bad_line(path: Path, n_fields: int, column: int | None) -> tuple[int, 
     Only runs after pyarrow failed, so a plain scan is fast enough. ``column`` narrows the value
     check to the column pyarrow named.
     """
-    with open(path, "rb") as handle:
-        header = handle.readline().rstrip(b"\r\n")
-        for line_no, raw in enumerate(handle, start=2):
-            line = raw.rstrip(b"\r\n")
-            if not line.strip() or line == header:
-                continue
-            fields = line.split(b",")
-            if len(fields) != n_fields:
-                return line_no, None, f"has {len(fields)} fields, expected {n_fields}"
-            checked = range(n_fields) if column is None else (column,)
-            for index in checked:
-                text = fields[index].decode("utf-8", errors="replace").strip()
-                if text in NULL_TOKENS:
-                    continue
-                try:
-                    float(text)
-                except ValueError:
-                    return line_no, index, f"holds {text!r}, which is not a number"
+    # Lines end at LF, CRLF or a lone CR, as pyarrow splits them.
+    lines = path.read_bytes().splitlines()
+    header = lines[0].removeprefix(BOM) if lines else b""
+    for line_no, line in enumerate(lines[1:], start=2):
+        if not line or line.removeprefix(BOM) == header:
+            continue  # pyarrow skips empty lines; a line of spaces is not empty to it
+        fields = line.split(b",")
+        if len(fields) != n_fields:
+            return line_no, None, f"has {len(fields)} fields, expected {n_fields}"
+        checked = range(n_fields) if column is None else (column,)
+        for index in checked:
+            text = fields[index].decode("utf-8", errors="replace")
+            # A null token counts only as written; a number may have spaces around it.
+            if text not in NULL_TOKENS and not _NUMBER.fullmatch(text.strip()):
+                return line_no, index, f"holds {text!r}, which is not a number"
     return 0, column, ""
 
 
@@ -238,8 +328,12 @@ def _without_header_rows(path: Path) -> tuple[bytes, int]:
     """Return the file's bytes without repeated header lines after the first, and their count."""
     data = path.read_bytes()
     first_end = data.find(b"\n") + 1
-    header = data[:first_end].rstrip(b"\r\n")
-    pattern = re.compile(rb"^" + re.escape(header) + rb"[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
+    header = data[:first_end].rstrip(b"\r\n").removeprefix(BOM)
+    # A repeat may or may not carry the byte order mark the first line has.
+    pattern = re.compile(
+        rb"^(?:" + re.escape(BOM) + rb")?" + re.escape(header) + rb"[ \t]*(?:\r?\n|\Z)",
+        re.MULTILINE,
+    )
     body, count = pattern.subn(b"", data[first_end:])
     return data[:first_end] + body, count
 
@@ -321,8 +415,12 @@ def read_feature_file(path: Path, variant: str, allocate=_new_array) -> tuple[np
     path = Path(path)
     columns = columns_of(variant)
     header = read_header(path)
-    parsed = fastcsv.read_rows(path, header, columns, allocate)
     header_rows = 0
+    if _header_only(path):
+        none = np.zeros(len(columns), dtype=np.int64)
+        parsed = allocate((0, len(columns))), np.zeros(0, dtype=bool), none, none
+    else:
+        parsed = fastcsv.read_rows(path, header, columns, allocate)
     if parsed is None:
         table, header_rows = _parse_table(path, header, columns)
         parsed = _table_to_array(table, columns, allocate)
@@ -443,12 +541,22 @@ def _process_exists(pid: int) -> bool:
 
 
 def _signature(files, variant: str) -> list:
-    """What a cache entry must match: the header variant and each file's path, size and time."""
+    """What a cache entry must match: the header variant and each file's path, size, times and
+    inode (a copy that keeps the modification time, as ``cp -p`` makes, is a new inode)."""
     signature = [variant]
     for path, _, _ in files:
         stat = path.stat()
-        signature.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+        signature.append(
+            [str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        )
     return signature
+
+
+def _count(value, what: str) -> int:
+    """``value`` if it is a non-negative int (as a cache entry must hold), else a ValueError."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{what} {value!r} is not a count")
+    return value
 
 
 def _read_only_rows(path: Path, n_rows: int, n_columns: int) -> np.ndarray:
@@ -470,8 +578,9 @@ class _FolderCache:
 
     def __init__(self, cache_dir: Path, folder: Path, files, variant: str, n_columns: int):
         self.dir = cache_dir
-        key_text = f"{CACHE_FORMAT}\0{folder.resolve()}"
-        self.key = hashlib.sha256(key_text.encode("utf-8")).hexdigest()[:32]
+        # fsencode: a folder's name need not be valid UTF-8.
+        key_text = f"{CACHE_FORMAT}\0".encode() + os.fsencode(folder.resolve())
+        self.key = hashlib.sha256(key_text).hexdigest()[:32]
         self.meta = cache_dir / f"{self.key}.json"
         self.signature = _signature(files, variant)
         state = hashlib.sha256(json.dumps(self.signature).encode("utf-8")).hexdigest()[:16]
@@ -480,26 +589,55 @@ class _FolderCache:
         self.tmp: dict[str, Path] = {}
 
     def load(self):
-        """Return ``(rows per split, file stats, placements)``, or None if absent or stale."""
+        """Return ``(rows per split, file stats, placements)``, or None if absent or stale.
+
+        An entry that does not hold together (damaged or edited) is ignored with a warning, and
+        the next load that parses the folder replaces it.
+        """
         if not self.meta.is_file():
             return None
         try:
             meta = json.loads(self.meta.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("it is not a JSON object")
             if meta.get("signature") != self.signature or meta.get("columns") != self.n_columns:
                 return None
             rows = {}
             for which in taxonomy.SPLITS:
                 path = self.dir / meta["arrays"][which]["file"]
-                n_rows = int(meta["arrays"][which]["rows"])
-                if path.stat().st_size != n_rows * self.n_columns * 4:
+                n_rows = _count(meta["arrays"][which]["rows"], "rows")
+                if path.parent != self.dir or path.stat().st_size != n_rows * self.n_columns * 4:
                     raise ValueError(f"{path.name} does not hold {n_rows} rows")
                 rows[which] = _read_only_rows(path, n_rows, self.n_columns)
-            if not len(meta["files"]) == len(meta["placements"]) == len(self.signature) - 1:
-                raise ValueError("its file list does not match the folder's")
-            return rows, meta["files"], meta["placements"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            files, placements = meta["files"], meta["placements"]
+            self._check_layout(files, placements, {w: len(x) for w, x in rows.items()})
+            return rows, files, placements
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             log.warning("ignoring unreadable cache entry %s: %s", self.meta.name, error)
             return None
+
+    def _check_layout(self, files, placements, n_rows: dict[str, int]) -> None:
+        """Raise ValueError unless every file's stats and place fit the entry's arrays."""
+        names = [Path(entry[0]).name for entry in self.signature[1:]]
+        splits = [taxonomy.class_from_filename(name)[1] for name in names]
+        if not (isinstance(files, list) and isinstance(placements, list)):
+            raise ValueError("its file list is not a list")
+        if not len(files) == len(placements) == len(names):
+            raise ValueError("its file list does not match the folder's")
+        end = dict.fromkeys(taxonomy.SPLITS, 0)
+        for name, split, stats, place in zip(names, splits, files, placements, strict=True):
+            if stats.get("file") != name:
+                raise ValueError(f"it lists {stats.get('file')!r} where {name!r} is")
+            for key in ("rows_read", "nan_rows_dropped", "header_rows_skipped"):
+                _count(stats[key], key)
+            for counts in stats["inf_values"].values():
+                _count(counts["+inf"], "+inf"), _count(counts["-inf"], "-inf")
+            start, length = (_count(value, "placement") for value in place)
+            if len(place) != 2 or start != end[split]:
+                raise ValueError(f"the rows of {name} are not where they belong")
+            end[split] += length
+        if end != n_rows:
+            raise ValueError("its files' rows do not add up to its arrays")
 
     def new_rows(self, which: str, capacity: int) -> _SplitRows:
         """A file-backed :class:`_SplitRows` for one split, in a temporary file of the entry."""
@@ -519,10 +657,32 @@ class _FolderCache:
             pid = tmp.name.split(".")[2]
             if pid.isdigit() and not _process_exists(int(pid)):
                 log.info("removing %s, left by a load that was stopped", tmp.name)
-                tmp.unlink(missing_ok=True)
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError as error:
+                    log.warning("could not remove %s: %s", tmp, error)
 
     def commit(self, splits: dict[str, _SplitRows], files: list[dict], placements: list) -> dict:
-        """Make the entry current; return each split's rows mapped copy-on-write from it."""
+        """Make the entry current; return each split's rows mapped copy-on-write from it.
+
+        If it cannot be made current, no array of it stays where a stats file could name it.
+        """
+        try:
+            self._put_in_place(splits, files, placements)
+        except OSError:
+            for name in self.names.values():
+                try:
+                    (self.dir / name).unlink(missing_ok=True)
+                except OSError:
+                    pass  # the caller copies the rows out of the mapping in any case
+            raise
+        self._remove_old_arrays()
+        return {
+            which: _read_only_rows(self.dir / self.names[which], rows.used, self.n_columns)
+            for which, rows in splits.items()
+        }
+
+    def _put_in_place(self, splits: dict[str, _SplitRows], files: list, placements: list):
         for which, rows in splits.items():
             os.truncate(self.tmp[which], rows.used * rows.row_bytes)
             os.chmod(self.tmp[which], new_file_mode())
@@ -540,14 +700,16 @@ class _FolderCache:
         }
         # Written last: the entry counts only once its arrays are in place.
         write_atomic(self.meta, json.dumps(meta))
+
+    def _remove_old_arrays(self) -> None:
+        """Delete the arrays of earlier states of the folder (a failure costs disk, not data)."""
         current = set(self.names.values())
         for old in self.dir.glob(f"{self.key}.*.f32"):
             if old.name not in current:
-                old.unlink(missing_ok=True)
-        return {
-            which: _read_only_rows(self.dir / self.names[which], rows.used, self.n_columns)
-            for which, rows in splits.items()
-        }
+                try:
+                    old.unlink(missing_ok=True)
+                except OSError as error:
+                    log.warning("could not remove the old cache array %s: %s", old, error)
 
     def discard(self) -> None:
         """Remove the temporary files of an entry that will not be committed."""
@@ -568,8 +730,6 @@ def _new_splits(files, n_columns: int, entry: "_FolderCache | None"):
     }
     if entry is not None:
         try:
-            if entry.dir.is_dir():
-                entry.remove_abandoned()
             return {which: entry.new_rows(which, n) for which, n in capacity.items()}, entry
         except OSError as error:
             log.warning("could not cache the dataset in %s: %s", entry.dir, error)
@@ -602,6 +762,10 @@ def _parse_into(splits: dict[str, _SplitRows], path: Path, split: str, variant: 
         rows = splits[split]
 
         def allocate(shape, rows=rows):
+            if rows.used + shape[0] > len(rows.array):
+                # More lines than rows of this width could fill: short lines the parser will
+                # refuse, so that the general reader names them. The array is never used.
+                return _new_array(shape)
             try:
                 return rows.slot(shape[0])
             except OSError as error:
@@ -632,6 +796,8 @@ def _read_parts(folder: Path, files, variant: str, cache_dir, progress):
     columns = columns_of(variant)
     cache = {"dir": str(cache_dir) if cache_dir else None, "hits": 0, "misses": 0}
     entry = _FolderCache(cache_dir, folder, files, variant, len(columns)) if cache_dir else None
+    if entry and entry.dir.is_dir():
+        entry.remove_abandoned()
     loaded = entry.load() if entry else None
     if loaded is not None:
         rows, file_stats, placements = loaded
@@ -676,6 +842,9 @@ def _parse_files(files, variant: str, n_columns: int, entry, progress: bool):
                 return entry.commit(splits, file_stats, placements), file_stats, placements
             except OSError as error:
                 log.warning("could not cache the dataset in %s: %s", entry.dir, error)
+                # The rows are in shared mappings of cache files: copies keep the caller's
+                # changes out of them.
+                return {w: np.array(s.rows()) for w, s in splits.items()}, file_stats, placements
         return {which: s.rows() for which, s in splits.items()}, file_stats, placements
     finally:
         for rows in splits.values():
