@@ -201,7 +201,7 @@ def flash_firmware(ws: Workspace, board_name: str, port: str | None = None, coun
     if board.flasher == "pyocd":
         from mcu_ids.flash.pyocd_flasher import flash_stm32
 
-        flash_stm32(board, Path(info["artifact"]))
+        flash_stm32(Path(info["artifact"]), board)
         return {"board": board.name, "flashed": info["artifact"], "port": port}
     if port is None:
         raise FlashError(
@@ -430,8 +430,13 @@ def bench_device(
     shift = write_shift_report(result.out_dir, info["class_names"], quant["shift"]["threshold"])
     if data_dir is None:
         from mcu_ids.model.explain import explain_run
+        from mcu_ids.workspace import DamagedArtefactError
 
-        explain_run(ws, result.out_dir)
+        try:
+            explain_run(ws, result.out_dir)
+        except DamagedArtefactError as error:
+            # The device's results are complete and saved; only the explanations are missing.
+            log.warning("no explanations for this run: %s (%s)", error.message, error.hint)
     else:
         log.info("no explanations: rows of --data are not the prepared test rows")
     return report + "\n" + format_shift_report(shift)

@@ -40,3 +40,24 @@ def test_no_probe_attached_is_reported(tmp_path):
         pyocd_flasher.flash_stm32(image, get_board("nucleo-f446re"), tool="pyocd")
     assert "no debug probe" in info.value.message
     assert "USB" in info.value.hint and "udev" in info.value.hint
+
+
+def test_flash_command_hands_the_built_image_to_the_flasher(tmp_path, monkeypatch):
+    from mcu_ids import devices
+    from mcu_ids.fileio import write_json
+    from mcu_ids.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    image = tmp_path / "ids.elf"
+    image.write_bytes(b"\x7fELF")
+    write_json(ws.build_dir("nucleo-f446re") / devices.BUILD_INFO, {"artifact": str(image)})
+    calls = []
+
+    def flash(image, board, **options):
+        calls.append((image, board.name))
+        return "pyocd"
+
+    monkeypatch.setattr(pyocd_flasher, "flash_stm32", flash)
+    result = devices.flash_firmware(ws, "nucleo-f446re")
+    assert calls == [(image, "nucleo-f446re")]
+    assert result["flashed"] == str(image)
