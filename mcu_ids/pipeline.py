@@ -52,6 +52,11 @@ def prepare_data(
             f"{data_dir} holds rows of one class only ({', '.join(dataset.class_names)})",
             hint="a classifier needs at least two classes: add files of another class",
         )
+    if len(dataset.y_test) == 0:
+        raise DataError(
+            f"{data_dir} gives no test rows ({len(dataset.y_train)} training rows)",
+            hint="give each class at least 3 rows (20 % of them are held out for testing)",
+        )
     in_train = rows_in(dataset.x_test, dataset.x_train)
     overlap = int(in_train.sum())
     if overlap:
@@ -101,9 +106,7 @@ def rows_in(rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def load_prepared(ws: Workspace) -> tuple[dict, dict]:
     """The dataset description and the scaled arrays saved by ``prepare_data``."""
-    info = ws.read_json(ws.dataset_info, "data")
-    with np.load(ws.require(ws.prepared, "data")) as arrays:
-        return info, {key: arrays[key] for key in arrays.files}
+    return ws.read_json(ws.dataset_info, "data"), ws.load_arrays(ws.prepared, "data")
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -163,13 +166,11 @@ def _headline(metrics: dict) -> dict:
 
 
 def _load_keras_model(ws: Workspace):
-    import keras
 
     from mcu_ids.model.network import NetworkConfig
 
     training = ws.read_json(ws.training_info, "train")
-    model = keras.models.load_model(ws.require(ws.keras_model, "train"), compile=False)
-    return model, NetworkConfig.from_dict(training["network"])
+    return ws.load_keras_model(), NetworkConfig.from_dict(training["network"])
 
 
 def quantize(ws: Workspace, calibration_rows: int, seed: int = 0, progress: bool = True) -> dict:
@@ -367,19 +368,20 @@ def bench_inputs(ws: Workspace, data_dir: Path | None, progress: bool = True) ->
     quant = ws.read_json(ws.quantization_info, "quantize")
     shift = ShiftStats.from_dict(quant["shift"])
     if data_dir is None:
-        with np.load(ws.require(ws.prepared, "data")) as prepared:
-            in_train = prepared["test_in_train"] if "test_in_train" in prepared else None
-        with np.load(ws.require(ws.reference, "quantize")) as ref:
-            return {
-                "in_train": in_train,
-                "shift_scores": shift_flags(ref["inputs"], shift)[0],
-                "inputs": ref["inputs"],
-                "labels": ref["labels"],
-                "reference": ref["outputs"],
-                "source": info["source"],
-                "split": info["split"],
-                "synthetic": info["synthetic"],
-            }
+        prepared = ws.load_arrays(ws.prepared, "data", ["test_in_train"])
+        ref = ws.load_arrays(ws.reference, "quantize", ["inputs", "labels", "outputs"])
+        if len(ref) < 3:
+            raise ws.damaged(ws.reference, "quantize", "it lacks inputs, labels or outputs")
+        return {
+            "in_train": prepared.get("test_in_train"),
+            "shift_scores": shift_flags(ref["inputs"], shift)[0],
+            "inputs": ref["inputs"],
+            "labels": ref["labels"],
+            "reference": ref["outputs"],
+            "source": info["source"],
+            "split": info["split"],
+            "synthetic": info["synthetic"],
+        }
     scaler = FeatureScaler.from_dict(ws.read_json(ws.scaler, "data"))
     dataset = load_dataset(Path(data_dir), view=info["view"], progress=progress)
     if list(dataset.feature_names) != list(info["feature_names"]):

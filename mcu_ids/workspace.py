@@ -13,6 +13,10 @@ class MissingStepError(McuIdsError):
     """A step needs the output of an earlier step that has not been run."""
 
 
+class DamagedArtefactError(McuIdsError):
+    """A step's output exists but cannot be read (cut short, overwritten, edited)."""
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Paths of every artefact, relative to one root folder."""
@@ -87,6 +91,45 @@ class Workspace:
             )
         return path
 
+    def damaged(self, path: Path, step: str, problem) -> DamagedArtefactError:
+        """The error for an artefact of ``step`` that exists but cannot be read."""
+        return DamagedArtefactError(
+            f"{path} is damaged and cannot be read ({problem})",
+            hint=f"run `mcu-ids {step}` again to remake it (with the same --workdir {self.root})",
+        )
+
     def read_json(self, path: Path, step: str) -> dict:
-        """Load a JSON artefact written by ``step``."""
-        return json.loads(self.require(path, step).read_text(encoding="utf-8"))
+        """Load a JSON object written by ``step``."""
+        try:
+            value = json.loads(self.require(path, step).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise self.damaged(path, step, error) from error
+        if not isinstance(value, dict):
+            raise self.damaged(path, step, "it does not hold a JSON object")
+        return value
+
+    def load_arrays(self, path: Path, step: str, names=None) -> dict:
+        """Load the arrays ``names`` (default: all) of an ``.npz`` written by ``step``.
+
+        A name the file does not hold is left out of the result.
+        """
+        import zipfile
+
+        import numpy as np
+
+        try:
+            with np.load(self.require(path, step), allow_pickle=False) as arrays:
+                wanted = arrays.files if names is None else [n for n in names if n in arrays.files]
+                return {name: arrays[name] for name in wanted}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise self.damaged(path, step, error) from error
+
+    def load_keras_model(self):
+        """The float model `mcu-ids train` saved."""
+        import keras
+
+        path = self.require(self.keras_model, "train")
+        try:
+            return keras.models.load_model(path, compile=False)
+        except Exception as error:  # Keras raises many kinds for a damaged archive
+            raise self.damaged(path, "train", f"{type(error).__name__}: {error}") from error

@@ -94,16 +94,14 @@ def explain_run(ws, run_dir: Path, steps: int = DEFAULT_STEPS) -> dict:
 
     ``sample`` in ``results.jsonl`` must index the prepared test rows (a run without --data).
     """
-    import keras
 
     from mcu_ids.hil.report import load_results
 
     run_dir = Path(run_dir)
     info = ws.read_json(ws.dataset_info, "data")
     records = _rows_to_explain(load_results(run_dir), MAX_EXPLAINED_ROWS)
-    with np.load(ws.require(ws.prepared, "data")) as arrays:
-        x_test = arrays["x_test"]
-    model = keras.models.load_model(ws.require(ws.keras_model, "train"), compile=False)
+    x_test = ws.load_arrays(ws.prepared, "data", ["x_test"])["x_test"]
+    model = ws.load_keras_model()
     samples = np.array([r["sample"] for r in records], np.int64)
     predicted = np.array([r["predicted"] for r in records], np.int64)
     labels = np.array([r["label"] for r in records], np.int64)

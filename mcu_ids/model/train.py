@@ -47,12 +47,16 @@ def seed_everything(seed: int) -> None:
 
 
 def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
-    """Stratified train/validation indices; classes with a single row stay in training."""
+    """Stratified train/validation indices.
+
+    A class with two rows or more gives at least one to validation; one with a single row keeps
+    it for training.
+    """
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
     for cls in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == cls))
-        n_val = int(round(len(rows) * fraction)) if len(rows) > 1 else 0
+        n_val = max(1, int(round(len(rows) * fraction))) if len(rows) > 1 else 0
         val_idx.append(rows[:n_val])
         train_idx.append(rows[n_val:])
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
