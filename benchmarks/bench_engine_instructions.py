@@ -1,17 +1,21 @@
 """Instructions per inference of the native C engine and of the TFLite Micro runtime, on the host.
 
-Both are counted by ``valgrind --tool=callgrind`` (instructions executed, ``Ir``):
+Both are counted by ``valgrind --tool=callgrind`` (instructions executed, ``Ir``), collecting
+only inside one function (``--toggle-collect``), so start-up and everything around the call count
+nothing and the figure repeats exactly from run to run:
 
 - native: a small C driver, compiled with the host board's flags, calls ``engine_invoke`` N
-  times on one test row; a run with 0 calls is subtracted, and the rest divided by N.
+  times on one test row; the instructions inside ``engine_invoke``, divided by N.
 - TFLM: a Python script runs the ``tflite_micro`` runtime (the reference the firmware is checked
-  against) N times; a run that does everything but ``invoke()`` is subtracted, so the figure is
-  the runtime's invoke (with its Python binding call), divided by N.
+  against) N times on the same row; the instructions inside
+  ``tflite::micro::MicroInterpreter::Invoke()``, divided by N (the Python binding's call, input
+  copy and output copy are outside it).
 
 MACs per inference come from the model (``count_macs``). The model comes from ``--workdir``
 (an `mcu-ids` workspace after `export`); without one, a small model is trained on synthetic data.
 
     python benchmarks/bench_engine_instructions.py [--workdir DIR] [--invokes 2000]
+        [--tflm-invokes 200]
 """
 
 import argparse
@@ -72,17 +76,27 @@ for _ in range(n):
 """
 
 
-def callgrind_total(command: list[str], out_dir: Path, tag: str) -> int:
-    """Instructions executed by ``command`` under callgrind."""
+NATIVE_FUNCTION = "engine_invoke"
+TFLM_FUNCTION = "tflite::micro::MicroInterpreter::Invoke()"
+
+
+def callgrind_total(command: list[str], out_dir: Path, tag: str, function: str) -> int:
+    """Instructions executed inside ``function`` (and what it calls) while ``command`` runs."""
     out_file = out_dir / f"callgrind.{tag}.out"
     subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *command],
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out_file}",
+            f"--toggle-collect={function}",
+            *command,
+        ],
         check=True,
         capture_output=True,
     )
     match = _TOTAL.search(out_file.read_text(errors="replace"))
-    if not match:
-        raise RuntimeError(f"no instruction total in {out_file}")
+    if not match or int(match.group(1)) == 0:
+        raise RuntimeError(f"callgrind counted nothing inside {function} ({out_file})")
     return int(match.group(1))
 
 
@@ -122,9 +136,7 @@ def native_instructions(workdir: Path, row: np.ndarray, invokes: int, tmp: Path)
         ],
         check=True,
     )
-    many = callgrind_total([str(binary), str(invokes)], tmp, "native-n")
-    none = callgrind_total([str(binary), "0"], tmp, "native-0")
-    return (many - none) / invokes
+    return callgrind_total([str(binary), str(invokes)], tmp, "native", NATIVE_FUNCTION) / invokes
 
 
 def tflm_instructions(workdir: Path, row: np.ndarray, invokes: int, tmp: Path) -> float:
@@ -138,17 +150,19 @@ def tflm_instructions(workdir: Path, row: np.ndarray, invokes: int, tmp: Path) -
     row_file = tmp / "row.npy"
     np.save(row_file, row.reshape(1, -1).astype(np.int8))
     model = str(workdir / "model" / "model_int8.tflite")
-    base = [sys.executable, str(script), model, str(row_file), str(invokes)]
-    with_invoke = callgrind_total([*base, "1"], tmp, "tflm-n")
-    without = callgrind_total([*base, "0"], tmp, "tflm-0")
-    return (with_invoke - without) / invokes
+    command = [sys.executable, str(script), model, str(row_file), str(invokes), "1"]
+    return callgrind_total(command, tmp, "tflm", TFLM_FUNCTION) / invokes
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--invokes", type=int, default=DEFAULT_INVOKES)
-    parser.add_argument("--tflm-invokes", type=int, default=TFLM_INVOKES)
+    parser.add_argument(
+        "--invokes", type=int, default=DEFAULT_INVOKES, help="calls of the native engine"
+    )
+    parser.add_argument(
+        "--tflm-invokes", type=int, default=TFLM_INVOKES, help="calls of the TFLM runtime"
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
@@ -164,7 +178,7 @@ def main(argv=None) -> int:
         macs = sum(op[2] for op in count_macs(model))
         native = native_instructions(workdir, row, args.invokes, tmp)
         tflm = tflm_instructions(workdir, row, args.tflm_invokes, tmp)
-    print(f"model: {macs} MACs per inference; host x86-64, gcc -O2, callgrind Ir")
+    print(f"model: {macs} MACs per inference; host x86-64, gcc -O2, callgrind Ir inside the call")
     print(f"{'engine':<28} {'instructions':>13} {'per MAC':>9}")
     print(f"{'native (generated C)':<28} {native:>13.0f} {native / macs:>9.2f}")
     print(f"{'TFLite Micro runtime':<28} {tflm:>13.0f} {tflm / macs:>9.2f}")
