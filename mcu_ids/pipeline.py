@@ -399,10 +399,24 @@ def bench_inputs(ws: Workspace, data_dir: Path | None, progress: bool = True) ->
     remap = np.array([info["class_names"].index(name) for name in dataset.class_names])
     x_raw = np.concatenate([dataset.x_train, dataset.x_test])
     labels = remap[np.concatenate([dataset.y_train, dataset.y_test])]
+    scaled = scaler.transform(x_raw)
+    # Rows the model was trained on score better than unseen ones: count them, as for the
+    # prepared test split.
+    trained_on = ws.load_arrays(ws.prepared, "data", ["x_train"]).get("x_train")
+    in_train = None if trained_on is None else rows_in(scaled, trained_on)
+    if in_train is not None and in_train.any():
+        log.warning(
+            "%d of the %d rows of %s are among the model's training rows: the scores include "
+            "rows the model has seen",
+            int(in_train.sum()),
+            len(in_train),
+            data_dir,
+        )
     in_q = Quantization(quant["input"]["scale"], quant["input"]["zero_point"])
-    inputs = in_q.quantize(scaler.transform(x_raw))
+    inputs = in_q.quantize(scaled)
     tflite_bytes = ws.require(ws.tflite_model, "quantize").read_bytes()
     return {
+        "in_train": in_train,
         "shift_scores": shift_flags(inputs, shift)[0],
         "inputs": inputs,
         "labels": labels,

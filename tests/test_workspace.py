@@ -7,7 +7,7 @@ import pytest
 
 from mcu_ids.errors import DataError
 from mcu_ids.model.train import TrainSettings, train_model, validation_split
-from mcu_ids.pipeline import load_prepared, prepare_data
+from mcu_ids.pipeline import bench_inputs, load_prepared, prepare_data
 from mcu_ids.workspace import DamagedArtefactError, MissingStepError, Workspace
 
 
@@ -73,3 +73,12 @@ def test_data_without_test_rows_is_refused(tmp_path):
     arp.write_text((folder / "Benign_test.pcap.csv").read_text())
     with pytest.raises(DataError, match="gives no test rows"):
         prepare_data(Workspace(tmp_path / "ws"), folder, progress=False)
+
+
+def test_scoring_a_folder_counts_the_rows_the_model_was_trained_on(sample_workspace, sample_dir):
+    _, arrays = load_prepared(sample_workspace)
+    source = bench_inputs(sample_workspace, sample_dir, progress=False)
+    # Every row of the sample folder: the training split is among them, bit for bit.
+    assert len(source["labels"]) == len(arrays["y_train"]) + len(arrays["y_test"])
+    assert source["in_train"].sum() >= len(arrays["y_train"])
+    assert source["in_train"].sum() < len(source["labels"])
