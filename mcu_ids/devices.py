@@ -374,9 +374,11 @@ def bench_device(
         ", ".join(ports),
         run_dir,
     )
-    if energy is not None:
-        energy.start()
+    metering = False
     try:
+        if energy is not None:
+            energy.start()
+            metering = True
         if len(ports) > 1:
             from mcu_ids.hil.fleet import run_fleet
 
@@ -403,12 +405,22 @@ def bench_device(
             reference_shift=source["shift_scores"][picked],
             resume=resume is not None,
         )
-    except BaseException:
-        if energy is not None:
+    except BaseException as error:
+        if metering:
             energy.abandon()
         # A run that got no result leaves no empty folder behind (`report compare` reads them).
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
+        elif isinstance(error, KeyboardInterrupt) and run_dir.is_dir():
+            log.warning(
+                "the rows answered so far are kept in %s; to finish the run: mcu-ids --workdir %s "
+                "bench --board %s --resume %s%s",
+                run_dir,
+                ws.root,
+                board.name,
+                run_dir,
+                f" --data {data_dir}" if data_dir is not None else "",
+            )
         raise
     if energy is not None:
         from mcu_ids.hil.energy import add_energy_to_run
