@@ -84,6 +84,9 @@ def main(argv=None) -> int:
         f"run {run.name}: {len(ticks)} inferences, tick kind {hello['tick_kind']} at "
         f"{hello['tick_hz']} Hz -> {factor:.4f} {unit} per tick"
     )
+    selected = report.get("meta", {}).get("rows_selected")
+    if selected and len(ticks) < selected:
+        print(f"note: the run is incomplete ({len(ticks)} of {selected} rows answered)")
     print(
         f"model: {total_macs} MACs per inference ({', '.join(f'{n} {m}' for _, n, m in macs if m)})"
     )

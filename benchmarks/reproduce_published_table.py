@@ -29,9 +29,18 @@ DATASET_NOTE = (
 SYNTHETIC_ROWS_PER_CLASS = 300
 
 
-def has_dataset(folder: Path) -> bool:
-    """Whether ``folder`` holds CICIoMT2024 train and test CSV files."""
-    return any(folder.rglob("*_train.pcap.csv")) and any(folder.rglob("*_test.pcap.csv"))
+def missing_files(folder: Path) -> str | None:
+    """What the full dataset folder lacks (its train or test CSV files), or None."""
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    lacking = [
+        f"*_{split}.pcap.csv"
+        for split in ("train", "test")
+        if not any(folder.rglob(f"*_{split}.pcap.csv"))
+    ]
+    if lacking:
+        return f"{folder} holds no {' and no '.join(lacking)} files, so it is not the full dataset"
+    return None
 
 
 def train_and_score(data: Path | None, workdir: Path, epochs: int, synthetic_rows: int) -> dict:
@@ -84,12 +93,14 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the workspace here")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # its C++ start-up notes are not results
+    os.environ.setdefault("GLOG_minloglevel", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    if not args.synthetic and (args.data is None or not has_dataset(args.data)):
-        where = "no --data given" if args.data is None else f"{args.data} holds no CSV pair"
-        print(f"{where}: {DATASET_NOTE} (or run with --synthetic)", file=sys.stderr)
-        return 2
+    if not args.synthetic:
+        where = "no --data given" if args.data is None else missing_files(args.data)
+        if where:
+            print(f"{where}: {DATASET_NOTE} (or run with --synthetic)", file=sys.stderr)
+            return 2
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         data = None if args.synthetic else args.data
