@@ -64,3 +64,33 @@ def test_a_run_stopped_early_is_marked(tmp_path, capsys):
     assert lines[2].startswith("| run-stopped (stopped early) |")
     assert lines[2].endswith("| no: 10 of 50 rows | 2 |")
     assert lines[3].startswith("| run-done |") and lines[3].endswith("| yes | 0 |")
+
+
+def test_a_measured_energy_is_shown_beside_the_estimate(tmp_path, capsys):
+    report = made_up_report("nucleo-f446re", 0.9, 250.0)
+    report["energy"] = [
+        {"kind": "estimated", "uj_per_inference": 125.0},
+        {"kind": "measured", "uj_per_inference": 31.4},
+    ]
+    run = write_run(tmp_path / "run-measured", report)
+    html = tmp_path / "cmp.html"
+    with pytest.raises(SystemExit) as done:
+        main(["report", "compare", str(run), "--html", str(html)])
+        raise SystemExit(0)
+    assert done.value.code == 0
+    assert "| 31.4 (measured); 125 (estimated) |" in capsys.readouterr().out
+    assert "<td>31.4 (measured); 125 (estimated)</td>" in html.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{}", '"report"', '{"meta": 3, "agreement": {}}'])
+def test_a_report_that_is_not_a_runs_is_named(tmp_path, capsys, content):
+    folder = tmp_path / "run-odd"
+    folder.mkdir()
+    (folder / "report.json").write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit) as done:
+        main(["report", "compare", str(folder)])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert f"{folder} is not a benchmark run" in err[0]
+    assert str(folder / "report.json") in err[0]

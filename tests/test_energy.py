@@ -367,3 +367,165 @@ def test_bench_refuses_an_unknown_meter_in_one_line(tmp_path, capsys):
     assert done.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown energy meter 'dmm'" in err[0]
+
+
+# --- a trace CSV that cannot be used is named by file, line and column --------------------------
+
+
+def write_trace_lines(path, lines, *, prefix=""):
+    path.write_text(prefix + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN"])
+@pytest.mark.parametrize("column", [0, 1, 2])
+def test_a_trace_cell_that_is_not_finite_is_refused_with_its_place(tmp_path, bad, column):
+    cells = [["0", "10", "3.3"], ["1", "20", "3.3"], ["2", "30", "3.3"]]
+    cells[1][column] = bad
+    lines = ["t_ms,current_mA,voltage_V", "# recorded on the bench", *map(",".join, cells)]
+    path = write_trace_lines(tmp_path / "power.csv", lines)
+    name = lines[0].split(",")[column]
+    with pytest.raises(DataError) as raised:
+        read_trace_csv(path)
+    assert f"{path}, line 4, column '{name}'" in raised.value.message
+    assert "not a finite number" in raised.value.message
+    assert raised.value.hint
+
+
+def test_a_trace_cell_of_text_or_a_short_row_is_refused_with_its_place(tmp_path):
+    path = write_trace_lines(tmp_path / "power.csv", ["t_ms,current_mA", "0,1", "1,abc", "2,3"])
+    with pytest.raises(DataError) as raised:
+        read_trace_csv(path, supply_v=3.3)
+    assert f"{path}, line 3, column 'current_mA'" in raised.value.message
+    assert "'abc' is not a number" in raised.value.message
+    path = write_trace_lines(tmp_path / "cut.csv", ["t_ms,current_mA", "0,1", "1,2", "2"])
+    with pytest.raises(DataError) as raised:
+        read_trace_csv(path, supply_v=3.3)
+    assert f"{path}, line 4 has 1 cell" in raised.value.message
+    assert "current_mA" in raised.value.message and "delete" in raised.value.hint
+
+
+def test_a_trace_with_a_byte_order_mark_reads(tmp_path):
+    path = write_trace_lines(
+        tmp_path / "excel.csv",
+        ["t_us,current_uA,bus_mV", "0,1000,3300", "10,1000,3300"],
+        prefix="\ufeff",
+    )
+    trace = read_trace_csv(path)
+    assert trace.t_s == pytest.approx([0.0, 1e-5])
+    assert trace.voltage_v == pytest.approx([3.3, 3.3])
+
+
+def test_a_folder_given_as_trace_is_called_a_folder(tmp_path):
+    from mcu_ids.hil.energy import RunEnergy, parse_meter_choice
+
+    with pytest.raises(DataError, match="is a folder, not a CSV file") as raised:
+        RunEnergy(parse_meter_choice(f"trace:{tmp_path}"), 3.3)
+    assert "does not exist" not in raised.value.message
+    write_square_wave_csv(tmp_path / "power.csv")
+    with pytest.raises(DataError) as raised:
+        RunEnergy(parse_meter_choice(f"trace:{tmp_path}"), 3.3)
+    assert f"trace:{tmp_path / 'power.csv'}" in raised.value.hint
+
+
+def test_a_missing_meter_target_is_hinted_with_a_real_example():
+    from mcu_ids.errors import McuIdsError
+    from mcu_ids.hil.energy import parse_meter_choice
+
+    with pytest.raises(McuIdsError) as raised:
+        parse_meter_choice("ina")
+    assert "ina:/dev/ttyUSB0" in raised.value.hint
+    with pytest.raises(McuIdsError, match="needs the CSV file") as raised:
+        parse_meter_choice("trace:")
+    assert "trace:power.csv" in raised.value.hint
+
+
+def test_a_ppk2_port_that_does_not_exist_is_a_clean_error(tmp_path):
+    pytest.importorskip("ppk2_api")
+    from mcu_ids.errors import LinkError
+    from mcu_ids.hil.energy import RunEnergy, parse_meter_choice
+
+    port = tmp_path / "ttyNOPE"
+    with pytest.raises(LinkError, match=f"cannot open the PPK2 on {port}") as raised:
+        RunEnergy(parse_meter_choice(f"ppk2:{port}"), 3.3)
+    assert "cable" in raised.value.hint and "ppk2:" in raised.value.hint
+
+
+class _FlatMeter:
+    """A live meter whose marker never rises (unwired)."""
+
+    def start(self):
+        pass
+
+    def stop(self):
+        return PowerTrace(np.arange(10) * 1e-3, np.full(10, 0.01), 3.3, np.zeros(10), "flat meter")
+
+
+def test_a_trace_whose_marker_never_rises_is_refused_before_the_run(tmp_path):
+    from mcu_ids.hil.energy import RunEnergy, parse_meter_choice
+
+    flat = ["t_ms,current_mA,voltage_V,marker", *(f"{i},10,3.3,0" for i in range(10))]
+    path = write_trace_lines(tmp_path / "flat.csv", flat)
+    with pytest.raises(DataError, match="marker never goes high") as raised:
+        RunEnergy(parse_meter_choice(f"trace:{path}"), None)
+    assert "marker column" in raised.value.hint
+
+
+def test_a_live_meter_without_spans_says_the_run_is_kept_and_how_to_add_energy():
+    from mcu_ids.hil.energy import MeterChoice, RunEnergy
+
+    energy = RunEnergy(MeterChoice("ina", "/dev/ttyUSB0"), 3.3, meter=_FlatMeter())
+    energy.start()
+    energy.stop()
+    with pytest.raises(DataError, match="marker never goes high") as raised:
+        energy.result(40)
+    assert "results are kept" in raised.value.hint
+    assert "mcu-ids bench --resume" in raised.value.hint
+    assert "--energy-meter trace:" in raised.value.hint
+
+
+# --- the Power Profiler app's export: digital channels in one D0-D7 column ---------------------
+
+
+def _profiler_export(path, cell_of):
+    """A Power Profiler CSV export; ``cell_of(marker, index)`` gives the D0-D7 cell of a sample."""
+    current_a, marker = _square_wave(0.002, 0.030)
+    lines = ["Timestamp(ms),Current(uA),D0-D7"]
+    lines += [
+        f"{i * 0.01:.2f},{c * 1e6:.3f},{cell_of(bool(m), i)}"
+        for i, (c, m) in enumerate(zip(current_a, marker, strict=True))
+    ]
+    return write_trace_lines(path, lines)
+
+
+def _bits(*high: int) -> str:
+    return "".join("1" if channel in high else "0" for channel in range(8))
+
+
+@pytest.mark.parametrize(
+    "cell_of",
+    [
+        # D0 first; D3 toggles on its own and must not count.
+        lambda m, i: _bits(*([0] if m else []), *([3] if i % 7 == 0 else [])),
+        # The same channels as an integer, bit 0 for D0.
+        lambda m, i: str(int(m) | (8 if i % 7 == 0 else 0)),
+    ],
+    ids=["bit-string", "integer"],
+)
+def test_the_profiler_export_takes_its_marker_from_d0(tmp_path, cell_of):
+    path = _profiler_export(tmp_path / "export.csv", cell_of)
+    result = integrate_marker_spans(read_trace_csv(path, supply_v=1.8))
+    assert result.inferences == PERIODS
+    expected_uj = 1.8 * 0.030 * HIGH_SAMPLES * 10e-6 * 1e6
+    assert result.uj_per_inference == pytest.approx(expected_uj, rel=1e-6)
+
+
+def test_the_profiler_export_refuses_what_it_cannot_read_as_d0(tmp_path):
+    unrecorded = _profiler_export(tmp_path / "off.csv", lambda m, i: "--------")
+    with pytest.raises(DataError, match=r"line 2, column 'D0-D7'.*D0 was not recorded"):
+        read_trace_csv(unrecorded, supply_v=1.8)
+    # Power Profiler before 4.1.3 wrote the string D7 first: D0 then reads as never changing.
+    reversed_order = _profiler_export(tmp_path / "old.csv", lambda m, i: _bits(7) if m else _bits())
+    with pytest.raises(DataError, match="D0 never changes, D7 does") as raised:
+        read_trace_csv(reversed_order, supply_v=1.8)
+    assert "4.1.3" in raised.value.hint

@@ -6,8 +6,11 @@ from pathlib import Path
 
 from mcu_ids.errors import McuIdsError
 from mcu_ids.fileio import write_atomic
+from mcu_ids.hil.energy import ESTIMATED, MEASURED
 
 REPORT_FILE = "report.json"
+# What every report written by `mcu-ids bench` holds, as objects; the columns read from them.
+REPORT_SECTIONS = ("meta", "agreement")
 
 # (column title, how to read it from a report, format)
 _COLUMNS = (
@@ -35,10 +38,15 @@ class CompareError(McuIdsError):
 
 
 def _energy(report: dict) -> str:
+    """The latest measured figure first, then the estimate; "-" when there is neither."""
+    latest = {}
     for entry in report.get("energy") or []:
         if entry.get("uj_per_inference") is not None:
-            return f"{entry['uj_per_inference']:.3g} ({entry['kind']})"
-    return "-"
+            latest[entry.get("kind")] = entry
+    shown = [latest[kind] for kind in (MEASURED, ESTIMATED) if kind in latest]
+    if not shown:
+        return "-"
+    return "; ".join(f"{entry['uj_per_inference']:.3g} ({entry['kind']})" for entry in shown)
 
 
 def _completeness(report: dict) -> str | None:
@@ -61,9 +69,21 @@ def load_run(run_dir: Path) -> dict:
             hint="give folders from <workdir>/runs/ made by `mcu-ids bench`",
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        report = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CompareError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    lacking = [
+        key
+        for key in REPORT_SECTIONS
+        if not isinstance(report, dict) or not isinstance(report.get(key), dict)
+    ]
+    if lacking:
+        raise CompareError(
+            f"{run_dir} is not a benchmark run ({path} is not a run's report: no "
+            f"{' or '.join(lacking)} section)",
+            hint="give folders from <workdir>/runs/ made by `mcu-ids bench`",
+        )
+    return report
 
 
 def comparison_rows(run_dirs: list[Path]) -> tuple[list[str], list[list[str]]]:

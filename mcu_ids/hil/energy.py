@@ -28,13 +28,14 @@ Meters:
 - :func:`read_trace_csv`: a power trace saved by any instrument, as CSV with a header. Columns
   are found by name and carry their unit in the name: time ``t_s``/``time_us``/``Timestamp(ms)``
   (s, ms, us, ns), current ``current_mA``/``Current(uA)`` (A, mA, uA, nA), optionally voltage
-  ``voltage_V``/``bus_mV`` (V, mV) and a ``marker`` column (0/1). Without a voltage column the
-  caller gives the supply voltage; without a marker column, the number of inferences in the
-  whole trace.
+  ``voltage_V``/``bus_mV`` (V, mV) and a ``marker`` column (0/1), or else the Power Profiler
+  app's ``D0-D7`` column, whose D0 is the marker. Without a voltage column the caller gives the
+  supply voltage; without a marker, the number of inferences in the whole trace.
 """
 
 import csv
 import logging
+import math
 import re
 import threading
 import time
@@ -68,6 +69,14 @@ _TIME_NAMES = ("t", "time", "timestamp")
 _CURRENT_NAMES = ("current", "i", "current_a")
 _VOLTAGE_NAMES = ("voltage", "v", "bus", "vbus", "supply")
 _MARKER_NAMES = ("marker", "gpio", "d0", "logic")
+# The Power Profiler app exports its eight digital inputs as one column "D0-D7", each cell a
+# string of eight states, D0 first (since the app's 4.1.3; earlier versions wrote D7 first);
+# other tools write the inputs as an integer, bit 0 for D0.
+_DIGITAL_COLUMN = "d0_d7"
+DIGITAL_CHANNELS = 8
+_DIGITAL_HIGH, _DIGITAL_LOW = "1", "0"
+_DIGITAL_UNRECORDED, _DIGITAL_MIXED = "-", "X"
+NO_SPANS = "the marker never goes high and low again within the trace"
 # "current_mA", "Current(uA)", "current [mA]", "time us"
 _HEADER = re.compile(r"^([a-z0-9]+)(?:[\s_]*[\(\[]\s*([a-zµ]+)\s*[\)\]]|[\s_]+([a-zµ]+))?$")
 
@@ -173,7 +182,7 @@ def integrate_marker_spans(trace: PowerTrace, inferences_per_span: int = 1) -> E
     spans = marker_spans(trace.marker)
     if not spans:
         raise DataError(
-            f"{trace.source}: the marker never goes high and low again within the trace",
+            f"{trace.source}: {NO_SPANS}",
             hint="check the marker wiring and that the benchmark ran while the meter sampled",
         )
     power_w = trace.current_a * trace.voltage_v
@@ -288,43 +297,183 @@ def _find_column(header: list[str], names, units: dict, what: str, path, require
     if required:
         raise DataError(
             f"{path}: no {what} column in the header {header}",
-            hint=f"name it like '{names[0]}_<unit>' with a unit of {', '.join(units)}",
+            hint=f"name it with its unit, e.g. '{names[0]}_{next(iter(units))}'; units: "
+            f"{', '.join(units)}",
         )
     return None, None
+
+
+def _find_digital_column(header: list[str]) -> int | None:
+    """Index of the Power Profiler's ``D0-D7`` column, or None."""
+    for index, raw in enumerate(header):
+        if raw.strip().lower().replace("-", "_").replace(" ", "") == _DIGITAL_COLUMN:
+            return index
+    return None
+
+
+def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """``(line number, cells)`` of every row but blank and ``#`` lines; a BOM is dropped."""
+    if path.is_dir():
+        csv_files = sorted(path.glob("*.csv"))
+        example = path / csv_files[0].name if csv_files else path / "power.csv"
+        raise DataError(
+            f"power trace {path} is a folder, not a CSV file",
+            hint=f"give the CSV file exported by the meter, e.g. trace:{example}",
+        )
+    if not path.exists():
+        raise DataError(
+            f"power trace {path} does not exist",
+            hint="give the CSV file exported by the meter, e.g. trace:power.csv",
+        )
+    rows = []
+    try:
+        # utf-8-sig: spreadsheet programs start their CSV exports with a byte-order mark.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            for row in reader:
+                if row and not row[0].startswith("#"):
+                    rows.append((reader.line_num, row))
+    except OSError as exc:
+        raise DataError(f"cannot read power trace {path}: {exc.strerror}") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(
+            f"power trace {path} is not a CSV text file: {exc}",
+            hint="export the trace from the meter's software as CSV",
+        ) from exc
+    return rows
+
+
+def _check_row_lengths(path: Path, header: list[str], body, columns: list[int]) -> None:
+    """Every row has the cells of the columns read; a cut-off line is named."""
+    last = max(columns)
+    for line, row in body:
+        if len(row) <= last:
+            missing = ", ".join(f"'{header[c]}'" for c in columns if c >= len(row))
+            raise DataError(
+                f"{path}, line {line} has {len(row)} cell(s), the header {len(header)}: "
+                f"no {missing}",
+                hint="delete that line, as a recording cut off mid-line leaves one, and import "
+                "the trace again",
+            )
+
+
+def _cell_problem(cell: str) -> str | None:
+    """What keeps a cell from being a sample value, or None."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return f"{cell!r} is not a number"
+    if not math.isfinite(value):
+        return f"{cell!r} is not a finite number"
+    return None
+
+
+def _column_values(path: Path, header: list[str], body, column: int) -> np.ndarray:
+    """The column as floats; the first cell that is not a finite number is named."""
+    cells = [row[column] for _, row in body]
+    try:
+        values = np.array(cells, dtype=np.float64)
+        if np.isfinite(values).all():
+            return values
+    except ValueError:
+        pass
+    for (line, _), cell in zip(body, cells, strict=True):
+        problem = _cell_problem(cell)
+        if problem:
+            raise DataError(
+                f"{path}, line {line}, column '{header[column]}': {problem}",
+                hint="a meter writes nan or inf for a sample it lost; correct or delete that "
+                "line and import the trace again",
+            )
+    raise AssertionError("unreachable: a column that did not convert has a bad cell")
+
+
+def _digital_states(cell: str) -> str:
+    """A ``D0-D7`` cell as eight states, D0 first: a string of them, or an integer (bit 0: D0)."""
+    text = cell.strip()
+    states = {_DIGITAL_HIGH, _DIGITAL_LOW, _DIGITAL_UNRECORDED, _DIGITAL_MIXED}
+    if len(text) == DIGITAL_CHANNELS and set(text.upper()) <= states:
+        return text.upper()
+    bits = int(text)
+    if not 0 <= bits < 2**DIGITAL_CHANNELS:
+        raise ValueError(text)
+    return "".join(str((bits >> channel) & 1) for channel in range(DIGITAL_CHANNELS))
+
+
+def _digital_marker(path: Path, header: list[str], body, column: int) -> np.ndarray:
+    """D0 of the Power Profiler's ``D0-D7`` column, as the marker."""
+    name = header[column]
+    levels = []
+    for line, row in body:
+        try:
+            states = _digital_states(row[column])
+        except ValueError:
+            raise DataError(
+                f"{path}, line {line}, column '{name}': {row[column]!r} is neither eight "
+                "states D0 first (like 10000000) nor an integer of the inputs",
+                hint="correct or delete that line and import the trace again",
+            ) from None
+        if states[0] == _DIGITAL_UNRECORDED:
+            raise DataError(
+                f"{path}, line {line}, column '{name}': D0 was not recorded",
+                hint="record the digital channels with the marker pin on D0, or delete the "
+                "column to share the whole trace among the rows answered",
+            )
+        if states[0] == _DIGITAL_MIXED:
+            raise DataError(
+                f"{path}, line {line}, column '{name}': D0 is both low and high in one "
+                "averaged sample",
+                hint="export the trace at full resolution (every sample, not averaged)",
+            )
+        levels.append(states)
+    marker = np.array([states[0] == _DIGITAL_HIGH for states in levels])
+    if marker.min() == marker.max():
+        moving = [
+            channel
+            for channel in range(1, DIGITAL_CHANNELS)
+            if len({states[channel] for states in levels}) > 1
+        ]
+        if DIGITAL_CHANNELS - 1 in moving:
+            raise DataError(
+                f"{path}, column '{name}': D0 never changes, D{DIGITAL_CHANNELS - 1} does",
+                hint="the marker is read from D0; the Power Profiler app before 4.1.3 wrote the "
+                "states D7 first: export the trace again with a newer version",
+            )
+    return marker
 
 
 def read_trace_csv(path: Path, *, supply_v: float | None = None) -> PowerTrace:
     """Read a power trace CSV (units in the column names; see the module docstring)."""
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
-    except OSError as exc:
-        raise DataError(f"cannot read power trace {path}: {exc.strerror}") from exc
+    rows = _read_csv_rows(path)
     if len(rows) < 2:
         raise DataError(f"{path} holds no samples", hint="record a trace first")
-    header, body = rows[0], rows[1:]
+    (_, header), body = rows[0], rows[1:]
     t_col, t_mul = _find_column(header, _TIME_NAMES, _TIME_UNITS, "time", path, True)
     i_col, i_mul = _find_column(header, _CURRENT_NAMES, _CURRENT_UNITS, "current", path, True)
     v_col, v_mul = _find_column(header, _VOLTAGE_NAMES, _VOLTAGE_UNITS, "voltage", path, False)
     m_col, _ = _find_column(header, _MARKER_NAMES, None, "marker", path, False)
+    d_col = _find_digital_column(header) if m_col is None else None
     if v_col is None and supply_v is None:
         raise DataError(
             f"{path} has no voltage column",
             hint="add a voltage column (voltage_V or voltage_mV) or give the supply voltage "
             "(--supply-v)",
         )
-    try:
-        table = np.array([[float(row[c]) for c in (t_col, i_col)] for row in body])
-        voltage = (
-            np.array([float(row[v_col]) for row in body]) * v_mul
-            if v_col is not None
-            else np.full(len(body), float(supply_v))
-        )
-        marker = None if m_col is None else np.array([float(row[m_col]) > 0 for row in body])
-    except (ValueError, IndexError) as exc:
-        raise DataError(f"{path}: a sample row does not parse: {exc}") from exc
-    return PowerTrace(table[:, 0] * t_mul, table[:, 1] * i_mul, voltage, marker, str(path))
+    columns = [c for c in (t_col, i_col, v_col, m_col, d_col) if c is not None]
+    _check_row_lengths(path, header, body, columns)
+    t_s = _column_values(path, header, body, t_col) * t_mul
+    current_a = _column_values(path, header, body, i_col) * i_mul
+    if v_col is not None:
+        voltage = _column_values(path, header, body, v_col) * v_mul
+    else:
+        voltage = np.full(len(body), float(supply_v))
+    marker = None
+    if m_col is not None:
+        marker = _column_values(path, header, body, m_col) > 0
+    elif d_col is not None:
+        marker = _digital_marker(path, header, body, d_col)
+    return PowerTrace(t_s, current_a, voltage, marker, str(path))
 
 
 # --- INA219 / INA226 over a serial bridge ------------------------------------------------------
@@ -453,10 +602,19 @@ class Ppk2Meter:
             raise McuIdsError(
                 "the PPK2 meter needs the ppk2-api package", hint="pip install ppk2-api"
             ) from exc
+        import serial
+
         port = self.port or next(iter(PPK2_API.list_devices()), None)
         if port is None:
             raise LinkError("no PPK2 found", hint="plug it in, or give its port")
-        self._api = PPK2_API(port, timeout=1, write_timeout=1, exclusive=True)
+        try:
+            self._api = PPK2_API(port, timeout=1, write_timeout=1, exclusive=True)
+        except serial.SerialException as exc:
+            raise LinkError(
+                f"cannot open the PPK2 on {port}: {exc}",
+                hint="check the USB cable, close the Power Profiler app if it holds the port, "
+                "and give the PPK2's port, e.g. --energy-meter ppk2:/dev/ttyACM0",
+            ) from exc
         return self._api
 
     def start(self) -> None:
@@ -521,6 +679,11 @@ def measure_while(meter: Meter, work, inferences_per_span: int = 1):
 
 METER_KINDS = ("ppk2", "ina", "trace")
 METER_USAGE = "ppk2, ppk2:PORT, ina:PORT or trace:FILE.csv"
+# What a meter needs after the colon, and an example of it.
+_METER_TARGETS = {
+    "ina": ("serial port of the INA bridge", "ina:/dev/ttyUSB0"),
+    "trace": ("CSV file of the trace", "trace:power.csv"),
+}
 # Marker spans and answered rows may differ by a few (a span cut by the recording's ends).
 SPAN_COUNT_TOLERANCE = 0.02
 
@@ -548,10 +711,8 @@ def parse_meter_choice(text: str) -> MeterChoice:
             hint="e.g. --energy-meter ina:/dev/ttyACM0 or --energy-meter trace:power.csv",
         )
     if kind != "ppk2" and not target:
-        what = "serial port of the INA bridge" if kind == "ina" else "CSV file of the trace"
-        raise McuIdsError(
-            f"--energy-meter {kind} needs the {what}", hint=f"write it as {kind}:{what.split()[0]}"
-        )
+        what, example = _METER_TARGETS[kind]
+        raise McuIdsError(f"--energy-meter {kind} needs the {what}", hint=f"write it as {example}")
     return MeterChoice(kind, target or None)
 
 
@@ -570,12 +731,13 @@ class RunEnergy:
         self.meter: Meter | None = meter
         if choice.kind == "trace":
             path = Path(choice.target)
-            if not path.is_file():
-                raise DataError(
-                    f"power trace {path} does not exist",
-                    hint="give the CSV file exported by the meter, as trace:FILE.csv",
-                )
             self.trace = read_trace_csv(path, supply_v=supply_v)
+            if self.trace.marker is not None and not marker_spans(self.trace.marker):
+                raise DataError(
+                    f"{path}: {NO_SPANS}",
+                    hint="check that the marker pin was wired and recorded; or delete the "
+                    "marker column to share the whole trace among the rows answered",
+                )
         elif self.meter is None:
             self.meter = self._open_meter()
 
@@ -621,7 +783,17 @@ class RunEnergy:
             raise McuIdsError("no power trace: the meter was not started and stopped")
         if self.trace.marker is None:
             return integrate_whole_trace(self.trace, inferences)
-        energy = integrate_marker_spans(self.trace, inferences_per_span=1)
+        try:
+            energy = integrate_marker_spans(self.trace, inferences_per_span=1)
+        except DataError as exc:
+            # The rows have streamed by now (a trace file is checked before the run).
+            raise DataError(
+                exc.message,
+                hint="the run's results are kept in its folder, named in the log above; check "
+                "the marker wiring and run the bench again, or add a trace recorded during this "
+                "run with `mcu-ids bench --resume RUN_DIR --energy-meter trace:power.csv` and "
+                "the run's --board and --port",
+            ) from exc
         spans = energy.details["spans"]
         energy.details["rows_answered"] = int(inferences)
         if inferences and abs(spans - inferences) > SPAN_COUNT_TOLERANCE * inferences + 2:
