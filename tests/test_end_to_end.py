@@ -160,6 +160,8 @@ def test_run_on_qemu_f405_twice_gives_the_same_figures(tmp_path, sample_dir):
     for report in (first, second):
         assert report["agreement"]["identical_outputs_pct"] == 100.0
     ticks = [report["latency"]["device"]["ticks"] for report in (first, second)]
-    assert ticks[0]["median"] == ticks[1]["median"]
+    # Per-row ticks are SysTick read at an instruction boundary (+/-1) and rows can be hit by a
+    # receive interrupt whose virtual arrival depends on the host; the medians agree within one.
+    assert abs(ticks[0]["median"] - ticks[1]["median"]) <= 1
     windows = [report["meta"]["latency_windows"]["window_ticks"] for report in (first, second)]
     assert np.abs(np.array(windows[0]) - np.array(windows[1])).max() <= 1
