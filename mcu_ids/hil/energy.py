@@ -240,7 +240,7 @@ def estimate_energy(board, latency_us: float, tick_kind: str = "") -> EnergyResu
     """
     if board.active_current_ma <= 0:
         raise BoardError(
-            f"board {board.name} has no active current figure: {board.current_source}",
+            f"board {board.name} has no active current figure ({board.current_source})",
         )
     if not latency_us or latency_us <= 0:
         raise DataError(f"cannot estimate energy from a latency of {latency_us} µs")
