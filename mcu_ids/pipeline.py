@@ -36,7 +36,7 @@ def prepare_data(
     progress: bool = True,
 ) -> dict:
     """Read the dataset (or generate a synthetic one) and fit the scaler on training rows."""
-    from mcu_ids.data.reader import load_dataset
+    from mcu_ids.data.reader import load_dataset, rows_in
     from mcu_ids.data.scaler import FeatureScaler
 
     if data_dir is None:
@@ -94,14 +94,6 @@ def prepare_data(
     }
     write_json(ws.dataset_info, info)
     return info
-
-
-def rows_in(rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """For each of ``rows``, whether it occurs bit for bit among ``reference``."""
-    seen = {row.tobytes() for row in np.ascontiguousarray(reference, np.float32)}
-    return np.array(
-        [row.tobytes() in seen for row in np.ascontiguousarray(rows, np.float32)], dtype=bool
-    )
 
 
 def load_prepared(ws: Workspace) -> tuple[dict, dict]:
@@ -358,7 +350,7 @@ def new_run_dir(ws: Workspace, board: str) -> Path:
 
 def bench_inputs(ws: Workspace, data_dir: Path | None, progress: bool = True) -> dict:
     """Int8 inputs, labels and TFLM reference outputs: the test rows, or every row of a folder."""
-    from mcu_ids.data.reader import load_dataset
+    from mcu_ids.data.reader import load_dataset, rows_in
     from mcu_ids.data.scaler import FeatureScaler
     from mcu_ids.model.shift import ShiftStats, shift_flags
     from mcu_ids.quantize.ptq import Quantization

@@ -386,3 +386,16 @@ def test_leftovers_of_a_killed_load_go_even_when_the_entry_is_current(tmp_path):
     leftover.write_bytes(b"\0" * 64)
     assert cached(folder, cache).stats["cache"]["hits"] == 2
     assert not leftover.exists()
+
+
+def test_rows_in_matches_bit_for_bit_through_repeated_reference_rows():
+    from mcu_ids.data.reader import rows_in
+
+    rows = np.random.default_rng(0).random((500, 7), dtype=np.float32)
+    other = np.random.default_rng(1).random((40, 7), dtype=np.float32)
+    reference = np.concatenate([rows[:200], rows[100:200], other])  # repeats, in any order
+    assert rows_in(rows, reference).tolist() == [True] * 200 + [False] * 300
+    zero, minus_zero = np.zeros((1, 7), np.float32), np.full((1, 7), -0.0, np.float32)
+    assert not rows_in(zero, minus_zero)[0]  # equal as numbers, not bit for bit
+    assert rows_in(rows, reference[:0]).tolist() == [False] * 500
+    assert rows_in(rows[:0], reference).shape == (0,)

@@ -195,23 +195,21 @@ def test_report_files_are_readable_by_others_like_any_new_file(tmp_path):
     import os
     import stat
 
-    previous = os.umask(0o022)
-    try:
-        write_bench_report(
-            tmp_path, _records(9), handshake=HANDSHAKE, class_names=CLASS_NAMES, meta=_meta(False)
-        )
-    finally:
-        os.umask(previous)
-    for name in ("report.md", "report.html", "report.json", "results.csv", "per_class.csv"):
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
-    previous = os.umask(0o077)
-    try:
-        write_bench_report(
-            tmp_path, _records(9), handshake=HANDSHAKE, class_names=CLASS_NAMES, meta=_meta(False)
-        )
-    finally:
-        os.umask(previous)
-    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o600
+    names = ("report.md", "report.html", "report.json", "results.csv", "per_class.csv")
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        previous = os.umask(umask)
+        try:
+            write_bench_report(
+                tmp_path,
+                _records(9),
+                handshake=HANDSHAKE,
+                class_names=CLASS_NAMES,
+                meta=_meta(False),
+            )
+        finally:
+            os.umask(previous)
+        for name in names:
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, (name, oct(umask))
 
 
 def test_failed_and_repeated_rows_are_stated_in_both_reports(tmp_path):

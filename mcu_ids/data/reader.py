@@ -490,24 +490,29 @@ class _SplitRows:
                 raise
         self.array = np.frombuffer(self._map, dtype=np.float32).reshape(-1, n_columns)
 
+    def fits(self, n_rows: int) -> bool:
+        """Whether ``n_rows`` more rows fit in what is reserved."""
+        return self.used + n_rows <= len(self.array)
+
+    def _after_used(self, n_rows: int) -> np.ndarray:
+        if not self.fits(n_rows):
+            raise ValueError(f"{n_rows} rows do not fit the {len(self.array)} reserved")
+        return self.array[self.used : self.used + n_rows]
+
     def slot(self, n_rows: int) -> np.ndarray:
         """The rows after the last appended part, for a file of ``n_rows`` rows.
 
         For a file-backed array the slot's blocks are allocated now, so a full disk is an
         OSError here and never a SIGBUS while the parser writes into the mapping.
         """
-        stop = self.used + n_rows
-        if stop > len(self.array):
-            raise ValueError(f"{n_rows} rows do not fit the {len(self.array)} reserved")
+        rows = self._after_used(n_rows)
         if self._fd is not None and n_rows and hasattr(os, "posix_fallocate"):
             os.posix_fallocate(self._fd, self.used * self.row_bytes, n_rows * self.row_bytes)
-        return self.array[self.used : stop]
+        return rows
 
     def append(self, x: np.ndarray) -> tuple[int, int]:
         """Place a file's rows after the others (a copy only if they are not in their slot yet)."""
-        if self.used + len(x) > len(self.array):
-            raise ValueError(f"{len(x)} rows do not fit the {len(self.array)} reserved")
-        target = self.array[self.used : self.used + len(x)]  # its blocks came with its slot
+        target = self._after_used(len(x))  # its blocks came with its slot
         if len(x) and x.ctypes.data != target.ctypes.data:
             target[...] = x
         start = self.used
@@ -585,6 +590,7 @@ class _FolderCache:
         self.signature = _signature(files, variant)
         state = hashlib.sha256(json.dumps(self.signature).encode("utf-8")).hexdigest()[:16]
         self.names = {which: f"{self.key}.{state}.{which}.f32" for which in taxonomy.SPLITS}
+        self.files = files
         self.n_columns = n_columns
         self.tmp: dict[str, Path] = {}
 
@@ -618,23 +624,23 @@ class _FolderCache:
 
     def _check_layout(self, files, placements, n_rows: dict[str, int]) -> None:
         """Raise ValueError unless every file's stats and place fit the entry's arrays."""
-        names = [Path(entry[0]).name for entry in self.signature[1:]]
-        splits = [taxonomy.class_from_filename(name)[1] for name in names]
         if not (isinstance(files, list) and isinstance(placements, list)):
             raise ValueError("its file list is not a list")
-        if not len(files) == len(placements) == len(names):
+        if not len(files) == len(placements) == len(self.files):
             raise ValueError("its file list does not match the folder's")
         end = dict.fromkeys(taxonomy.SPLITS, 0)
-        for name, split, stats, place in zip(names, splits, files, placements, strict=True):
-            if stats.get("file") != name:
-                raise ValueError(f"it lists {stats.get('file')!r} where {name!r} is")
+        for (path, _, split), stats, place in zip(self.files, files, placements, strict=True):
+            if stats.get("file") != path.name:
+                raise ValueError(f"it lists {stats.get('file')!r} where {path.name!r} is")
             for key in ("rows_read", "nan_rows_dropped", "header_rows_skipped"):
                 _count(stats[key], key)
             for counts in stats["inf_values"].values():
-                _count(counts["+inf"], "+inf"), _count(counts["-inf"], "-inf")
+                _count(counts["+inf"], "+inf")
+                _count(counts["-inf"], "-inf")
+            # Unpacking refuses a placement that is not two values.
             start, length = (_count(value, "placement") for value in place)
-            if len(place) != 2 or start != end[split]:
-                raise ValueError(f"the rows of {name} are not where they belong")
+            if start != end[split]:
+                raise ValueError(f"the rows of {path.name} are not where they belong")
             end[split] += length
         if end != n_rows:
             raise ValueError("its files' rows do not add up to its arrays")
@@ -762,7 +768,7 @@ def _parse_into(splits: dict[str, _SplitRows], path: Path, split: str, variant: 
         rows = splits[split]
 
         def allocate(shape, rows=rows):
-            if rows.used + shape[0] > len(rows.array):
+            if not rows.fits(shape[0]):
                 # More lines than rows of this width could fill: short lines the parser will
                 # refuse, so that the general reader names them. The array is never used.
                 return _new_array(shape)
@@ -964,21 +970,48 @@ def _first_occurrences(rows: _Rows, index: np.ndarray) -> np.ndarray:
     return index[~duplicate]
 
 
+def _hash_matches(hashes: np.ndarray, reference_hashes: np.ndarray):
+    """Which ``hashes`` occur among ``reference_hashes``, and where (the first such position).
+
+    Returns ``(candidates, positions)``: indexes into ``hashes`` whose hash a reference row has,
+    and for each the first reference row with it. Callers compare those rows in full.
+    """
+    unique, first = np.unique(reference_hashes, return_index=True)
+    if len(unique) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    slot = np.minimum(np.searchsorted(unique, hashes), len(unique) - 1)
+    candidates = np.nonzero(unique[slot] == hashes)[0]
+    return candidates, first[slot[candidates]]
+
+
 def _not_in(rows: _Rows, index: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Return the subset of ``index`` whose rows do not occur among the ``reference`` rows."""
     if len(index) == 0 or len(reference) == 0:
         return index
     all_hashes = rows.hashes()
-    ref_hashes, ref_first = np.unique(all_hashes[reference], return_index=True)
-    hashes = all_hashes[index]
-    slot = np.minimum(np.searchsorted(ref_hashes, hashes), len(ref_hashes) - 1)
-    candidates = np.nonzero(ref_hashes[slot] == hashes)[0]
+    candidates, positions = _hash_matches(all_hashes[index], all_hashes[reference])
     present = np.zeros(len(index), dtype=bool)
     if len(candidates):
-        matched = reference[ref_first[slot[candidates]]]
-        same = _same_rows(rows.take(index[candidates]), rows.take(matched))
+        same = _same_rows(rows.take(index[candidates]), rows.take(reference[positions]))
         present[candidates[same]] = True
     return index[~present]
+
+
+def rows_in(rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """For each of ``rows``, whether it occurs bit for bit among the ``reference`` rows.
+
+    Rows are matched by a 64-bit hash and then compared in full, so a row reported present is
+    present; one that is only absent would need two distinct reference rows to share a hash.
+    """
+    rows = np.ascontiguousarray(rows, np.float32)
+    reference = np.ascontiguousarray(reference, np.float32)
+    found = np.zeros(len(rows), dtype=bool)
+    if len(rows) == 0 or len(reference) == 0:
+        return found
+    candidates, positions = _hash_matches(_row_hashes(rows), _row_hashes(reference))
+    if len(candidates):
+        found[candidates[_same_rows(rows[candidates], reference[positions])]] = True
+    return found
 
 
 def _stratified_split(n_rows: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
